@@ -1,0 +1,41 @@
+"""Typed configuration: target profiles (targets/*.toml) and calibration recipes (calibration/*.toml)."""
+
+from edgeq.config.recipe import (
+    CalibrationMethod,
+    ChannelOrder,
+    Layout,
+    MethodConfig,
+    Preprocess,
+    Recipe,
+    list_recipes,
+    load_recipe,
+)
+from edgeq.config.target import (
+    ActivationType,
+    DeviceKind,
+    Hardware,
+    QuantScheme,
+    Runtime,
+    Target,
+    list_targets,
+    load_target,
+)
+
+__all__ = [
+    "ActivationType",
+    "CalibrationMethod",
+    "ChannelOrder",
+    "DeviceKind",
+    "Hardware",
+    "Layout",
+    "MethodConfig",
+    "Preprocess",
+    "QuantScheme",
+    "Recipe",
+    "Runtime",
+    "Target",
+    "list_recipes",
+    "list_targets",
+    "load_recipe",
+    "load_target",
+]
