@@ -1,4 +1,4 @@
-"""edgeq: take a float model to a phone, a Raspberry Pi or a microcontroller as int8, and prove it still works.
+"""edgeq: float models to phones, Raspberry Pis and microcontrollers as int8, with proof they still work.
 
 The pipeline's stages, each usable alone on the previous stage's saved output::
 

@@ -44,8 +44,10 @@ def _check_external_data(model: onnx.ModelProto, base: Path) -> None:
         location = next((e.value for e in t.external_data if e.key == "location"), "")
         target = (base / location).resolve()
         if os.path.isabs(location) or base not in target.parents:
-            raise ModelError(f"tensor '{t.name}': external data path '{location}' is outside the model's folder "
-                             f"{base}; move the data file next to the model")
+            raise ModelError(
+                f"tensor '{t.name}': external data path '{location}' is outside the model's folder "
+                f"{base}; move the data file next to the model"
+            )
         if not target.is_file():
             raise ModelError(f"tensor '{t.name}': external data file '{location}' not found in {base}")
 
@@ -60,10 +62,14 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
     try:
         proto = onnx.load_model(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError, RuntimeWarning …: all mean a corrupt file
-        raise ModelError(f"{path}: not a readable ONNX model ({type(e).__name__}); the file may be truncated "
-                         "or not ONNX: re-export it") from None
+        raise ModelError(
+            f"{path}: not a readable ONNX model ({type(e).__name__}); the file may be truncated "
+            "or not ONNX: re-export it"
+        ) from None
     if not proto.graph.node and not proto.graph.output:
-        raise ModelError(f"{path}: the ONNX model has an empty graph; the file may be truncated: re-export it")
+        raise ModelError(
+            f"{path}: the ONNX model has an empty graph; the file may be truncated: re-export it"
+        )
     _check_external_data(proto, path.parent)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
         onnx.load_external_data_for_model(proto, str(path.parent))
@@ -101,8 +107,9 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, force: b
     return fileio.write_bytes(path, data, force=force)
 
 
-def ort_session(model: onnx.ModelProto | bytes | str | os.PathLike[str], *, threads: int = 1,
-                optimize: bool = True):
+def ort_session(
+    model: onnx.ModelProto | bytes | str | os.PathLike[str], *, threads: int = 1, optimize: bool = True
+):
     """An onnxruntime CPU InferenceSession with a fixed thread count (deterministic, comparable timings)."""
     import onnxruntime as ort
 

@@ -17,7 +17,9 @@ def enabled(requested: bool | None = None) -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def track(items: Iterable[T], *, description: str, total: int | None = None, show: bool | None = None) -> Iterator[T]:
+def track(
+    items: Iterable[T], *, description: str, total: int | None = None, show: bool | None = None
+) -> Iterator[T]:
     """Iterate over ``items``, drawing a progress bar on stderr when :func:`enabled`."""
     if not enabled(show):
         yield from items

@@ -15,8 +15,14 @@ class GraphBuilder:
     >>> model = g.build(y)
     """
 
-    def __init__(self, input_name: str = "input", shape: tuple[int, ...] = (1, 3, 8, 8), *, seed: int = 0,
-                 opset: int = 17):
+    def __init__(
+        self,
+        input_name: str = "input",
+        shape: tuple[int, ...] = (1, 3, 8, 8),
+        *,
+        seed: int = 0,
+        opset: int = 17,
+    ):
         self.rng = np.random.default_rng(seed)
         self.input = input_name
         self.inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(shape))]
@@ -39,15 +45,35 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=out + "_node", **attrs))
         return out
 
-    def conv(self, x: str, cin: int, cout: int, k: int = 3, *, stride: int = 1, group: int = 1,
-             pad: int | None = None, bias: bool = True, dilation: int = 1) -> str:
+    def conv(
+        self,
+        x: str,
+        cin: int,
+        cout: int,
+        k: int = 3,
+        *,
+        stride: int = 1,
+        group: int = 1,
+        pad: int | None = None,
+        bias: bool = True,
+        dilation: int = 1,
+    ) -> str:
         pad = (k // 2) * dilation if pad is None else pad
-        w = self.rng.normal(0, (2.0 / (cin // group * k * k)) ** 0.5, (cout, cin // group, k, k)).astype(np.float32)
+        w = self.rng.normal(0, (2.0 / (cin // group * k * k)) ** 0.5, (cout, cin // group, k, k)).astype(
+            np.float32
+        )
         ins = [x, self.const(w)]
         if bias:
             ins.append(self.const(self.rng.normal(0, 0.1, cout).astype(np.float32), "b"))
-        return self.op("Conv", ins, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, group=group,
-                       dilations=[dilation, dilation])
+        return self.op(
+            "Conv",
+            ins,
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+            group=group,
+            dilations=[dilation, dilation],
+        )
 
     def relu(self, x: str) -> str:
         return self.op("Relu", [x])
@@ -72,8 +98,9 @@ class GraphBuilder:
     def build(self, *outputs: str, name: str = "test") -> onnx.ModelProto:
         outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
         graph = helper.make_graph(self.nodes, name, self.inputs, outs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
-                                  producer_name="edgeq-tests")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="edgeq-tests"
+        )
         model.ir_version = 8
         model = onnx.shape_inference.infer_shapes(model)
         onnx.checker.check_model(model)

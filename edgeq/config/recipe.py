@@ -98,7 +98,7 @@ def list_recipes() -> list[Recipe]:
 
 
 def load_recipe(name_or_path: str | Path | Recipe | None) -> Recipe:
-    """Load a shipped recipe by name (``imagenet-224``) or any recipe file by path; ``None`` is the default."""
+    """Load a shipped recipe by name (``imagenet-224``) or any file by path; ``None``: the default."""
     if name_or_path is None:
         return DEFAULT_RECIPE
     if isinstance(name_or_path, Recipe):
@@ -110,8 +110,10 @@ def load_recipe(name_or_path: str | Path | Recipe | None) -> Recipe:
         if text not in shipped:
             near = difflib.get_close_matches(text, list(shipped), n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            raise ConfigError(f"unknown recipe '{text}'; {hint}known recipes: {', '.join(sorted(shipped))} "
-                              "(or pass a path to a .toml recipe)")
+            raise ConfigError(
+                f"unknown recipe '{text}'; {hint}known recipes: {', '.join(sorted(shipped))} "
+                "(or pass a path to a .toml recipe)"
+            )
         path = shipped[text]
     if not path.is_file():
         raise ConfigError(f"{path}: calibration recipe not found")

@@ -1,7 +1,8 @@
 """Strict TOML → frozen dataclass loading.
 
 An unknown key is an error that names the file, the line, the key and the nearest valid key; a value of the
-wrong type names the expected type. Nested tables map to nested dataclasses, strings to enums, arrays to tuples.
+wrong type names the expected type. Nested tables map to nested dataclasses, strings to enums,
+arrays to tuples.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
 
 def _line_of(text: str, key: str) -> str:
     for i, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", line) or re.match(rf"\s*\[+\s*[\w.]*{re.escape(key)}\s*\]", line):
+        if re.match(rf"\s*\"?{re.escape(key)}\"?\s*=", line) or re.match(
+            rf"\s*\[+\s*[\w.]*{re.escape(key)}\s*\]", line
+        ):
             return f":{i}"
     return ""
 
@@ -77,7 +80,8 @@ def _convert(value: Any, tp: Any, where: str, ctx: _Ctx) -> Any:
             return tuple(_convert(v, args[0], f"{where}[{i}]", ctx) for i, v in enumerate(value))
         if len(args) != len(value):
             raise ctx.error(where, f"must have {len(args)} elements, not {len(value)}")
-        return tuple(_convert(v, a, f"{where}[{i}]", ctx) for i, (v, a) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(v, a, f"{where}[{i}]", ctx) for i, (a, v) in pairs)
     if origin is dict:
         if not isinstance(value, dict):
             raise ctx.error(where, f"must be a table, not {type(value).__name__}")
@@ -112,8 +116,15 @@ class _Ctx:
         return ConfigError(f"{self.source}{_line_of(self.text, leaf)}: key '{key}' {message}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<config>", text: str = "",
-              ctx: _Ctx | None = None, prefix: str = "") -> T:
+def from_dict(
+    cls: type[T],
+    data: dict[str, Any],
+    *,
+    source: str = "<config>",
+    text: str = "",
+    ctx: _Ctx | None = None,
+    prefix: str = "",
+) -> T:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrongly typed values."""
     ctx = ctx or _Ctx(source, text)
     hints = typing.get_type_hints(cls)
@@ -127,7 +138,11 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "<config>", t
             raise ctx.error(where, f"is not a known key{hint}")
         kwargs[key] = _convert(value, hints[key], where, ctx)
     for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
             where = f"{prefix}.{name}" if prefix else name
             raise ConfigError(f"{ctx.source}: required key '{where}' is missing; add it")
     try:
@@ -145,8 +160,11 @@ def load_toml_as(cls: type[T], path: Path) -> T:
 def to_dict(obj: Any) -> Any:
     """Plain (JSON/TOML-ready) form of a config dataclass: enums become their values, tuples lists."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if getattr(obj, f.name) is not None}
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) is not None
+        }
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, (tuple, list)):

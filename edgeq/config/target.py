@@ -1,4 +1,4 @@
-"""Device profiles: targets/*.toml, one file a device. Data, not code: a user adds a device by adding a file."""
+"""Device profiles: targets/*.toml, one file a device. Data, not code: a new device is a new file."""
 
 from __future__ import annotations
 
@@ -126,8 +126,10 @@ def load_target(name_or_path: str | Path) -> Target:
         if text not in shipped:
             near = difflib.get_close_matches(text, list(shipped), n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
-            raise ConfigError(f"unknown target '{text}'; {hint}known targets: {', '.join(sorted(shipped))} "
-                              "(or pass a path to a .toml profile)")
+            raise ConfigError(
+                f"unknown target '{text}'; {hint}known targets: {', '.join(sorted(shipped))} "
+                "(or pass a path to a .toml profile)"
+            )
         path = shipped[text]
     if not path.is_file():
         raise ConfigError(f"{path}: target profile not found; `edgeq targets` lists the shipped ones")
