@@ -147,8 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--target", help="target profile of the package (for --device)")
     p.add_argument(
+        "--runtime",
+        choices=["onnxruntime", "litert", "tflite-runtime"],
+        default="onnxruntime",
+        help="runtime on the device (--device): litert/tflite-runtime run the package's .tflite",
+    )
+    p.add_argument(
         "--trust-new-host", action="store_true", help="ssh: accept and remember an unknown host key"
     )
+    p.add_argument("--identity", type=Path, help="ssh: private key file (default: ~/.ssh keys and the agent)")
+    p.add_argument("--known-hosts", type=Path, help="ssh: known_hosts file (default ~/.ssh/known_hosts)")
+    p.add_argument("--remote-python", help="ssh: the device's Python command (default python3)")
     p.add_argument(
         "-o", "--output", type=Path, required=True, help="report folder (report.json, report.html)"
     )
@@ -165,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--float", dest="float_model", type=Path, help="float .onnx, packaged for on-device validation"
     )
+    p.add_argument("--labels", type=Path, help="class names, one per line, for the package's metadata")
+    p.add_argument("--recipe", help="preprocessing recorded in the metadata: recipe name or .toml")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     _add_force(p)
 
@@ -279,7 +290,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     if a.device and a.device != "local":
         if a.package is None:
             raise ConfigError("--device needs the package folder from `edgeq package` as argument")
-        report = _validate_on_device(a, labels)
+        report = _validate_on_device(a, labels, preprocess)
     else:
         if a.float_model is None or a.quantized is None:
             raise ConfigError("validate needs --float and --quantized (or a package folder with --device)")
@@ -304,7 +315,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _validate_on_device(a: argparse.Namespace, labels):
+def _validate_on_device(a: argparse.Namespace, labels, preprocess):
     from edgeq.config import load_target
 
     target = load_target(a.target) if a.target else None
@@ -323,25 +334,57 @@ def _validate_on_device(a: argparse.Namespace, labels):
     from edgeq.devices import open_device
     from edgeq.devices.remote_validation import validate_on_device
 
-    device = open_device(a.device, trust_new_host=a.trust_new_host)
+    options = {}
+    if a.device.startswith("ssh://"):
+        options = {
+            "trust_new_host": a.trust_new_host,
+            "key_filename": a.identity,
+            "known_hosts": a.known_hosts,
+        }
+        if a.remote_python:
+            options["python"] = a.remote_python
+    elif a.trust_new_host or a.identity or a.known_hosts or a.remote_python:
+        raise ConfigError(
+            "--trust-new-host, --identity, --known-hosts and --remote-python apply to ssh:// only"
+        )
+    device = open_device(a.device, **options)
     with device:
         return validate_on_device(
             a.package,
             device=device,
             data=a.data,
             labels=labels,
+            preprocess=preprocess,
             thresholds=_thresholds(a),
             num_samples=a.num_samples,
             target=target,
+            runtime=a.runtime,
         )
 
 
 def _cmd_package(a: argparse.Namespace) -> int:
-    from edgeq.config import load_target
+    from edgeq.config import load_recipe, load_target
     from edgeq.packaging import package
 
     target = load_target(a.target)
-    pkg = package(a.model, target=target, output=a.output, float_model=a.float_model, force=a.force)
+    labels = None
+    if a.labels:
+        try:
+            labels = [ln.strip() for ln in a.labels.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(
+                f"{a.labels}: cannot read class names ({e}); give a text file, one per line"
+            ) from None
+    preprocess = load_recipe(a.recipe).preprocess if a.recipe else None
+    pkg = package(
+        a.model,
+        target=target,
+        output=a.output,
+        float_model=a.float_model,
+        labels=labels,
+        preprocess=preprocess,
+        force=a.force,
+    )
     print(f"wrote {pkg.path} for {target.name}: {', '.join(pkg.files)}")
     return 0
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgeq import fileio
-from edgeq.config import DeviceKind, Target, load_target
+from edgeq.config import DeviceKind, Preprocess, Target, load_target
 from edgeq.errors import ModelError
 
 
@@ -16,11 +17,15 @@ def package(
     target: Target | str,
     output: str | os.PathLike[str],
     float_model: str | os.PathLike[str] | None = None,
+    labels: Sequence[str] | None = None,
+    preprocess: Preprocess | None = None,
     force: bool = False,
 ):
     """Package the int8 QDQ ``model`` for ``target`` into the folder ``output``; returns a Package.
 
-    The folder is built under a temporary name and renamed into place when complete.
+    ``labels`` (class names) and ``preprocess`` (how raw inputs become model inputs) go into the package's
+    metadata where the format has a place for them. The folder is built under a temporary name and renamed
+    into place when complete.
     """
     from edgeq.packaging.base import Package, write_manifest
 
@@ -34,11 +39,18 @@ def package(
         if target.kind is DeviceKind.MCU:
             from edgeq.packaging.mcu import package_mcu
 
-            manifest = package_mcu(model, target=target, output_dir=tmp)
+            manifest = package_mcu(model, target=target, output_dir=tmp, float_model=float_model)
         elif target.kind is DeviceKind.PHONE:
             from edgeq.packaging.android import package_android
 
-            manifest = package_android(model, target=target, output_dir=tmp, float_model=float_model)
+            manifest = package_android(
+                model,
+                target=target,
+                output_dir=tmp,
+                float_model=float_model,
+                labels=labels,
+                preprocess=preprocess,
+            )
         else:
             from edgeq.packaging.sbc import package_sbc
 
