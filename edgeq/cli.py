@@ -291,9 +291,11 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         if a.package is None:
             raise ConfigError("--device needs the package folder from `edgeq package` as argument")
         report = _validate_on_device(a, labels, preprocess)
+    elif a.package is not None:
+        report = _validate_package_here(a, labels, preprocess)
     else:
         if a.float_model is None or a.quantized is None:
-            raise ConfigError("validate needs --float and --quantized (or a package folder with --device)")
+            raise ConfigError("validate needs --float and --quantized, or a package folder (with --device)")
         from edgeq.validate import validate
 
         report = validate(
@@ -313,6 +315,31 @@ def _cmd_validate(a: argparse.Namespace) -> int:
             print(f"edgeq: validation failed: {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def _validate_package_here(a: argparse.Namespace, labels, preprocess):
+    """A package validated on this machine: an Android package in LiteRT (reference kernels and XNNPACK),
+    any other package through the local device, exactly as it would run on the device."""
+    from edgeq.packaging.base import Package
+
+    kind = Package.load(a.package).manifest.get("kind")
+    if kind == "android":
+        from edgeq.validate.litert import validate_android_package
+
+        if preprocess is not None:
+            raise ConfigError(
+                "--recipe is not supported for Android packages; give preprocessed .npy/.npz data"
+            )
+        return validate_android_package(
+            a.package, data=a.data, labels=labels, thresholds=_thresholds(a), num_samples=a.num_samples
+        )
+    if kind == "mcu":
+        raise ConfigError(
+            "a microcontroller package is validated on an emulated core: add --device qemu:MACHINE "
+            "(e.g. qemu:mps2-an386 for a Cortex-M4)"
+        )
+    a.device = "local"
+    return _validate_on_device(a, labels, preprocess)
 
 
 def _validate_on_device(a: argparse.Namespace, labels, preprocess):

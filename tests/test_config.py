@@ -93,3 +93,10 @@ def test_recipe_value_constraints(tmp_path):
     bad.write_text('name = "r"\n[preprocess]\nmean = [0.5, 0.5]\nstd = [1.0]\n')
     with pytest.raises(ConfigError, match="same length"):
         load_recipe(bad)
+
+
+def test_public_api_names_resolve():
+    import edgeq
+
+    for name in edgeq.__all__:
+        assert getattr(edgeq, name) is not None, name

@@ -5,6 +5,7 @@
 """
 
 from edgeq.validate.compare import compare
+from edgeq.validate.litert import Exactness, validate_android_package, validate_tflite
 from edgeq.validate.metrics import Histogram, LayerMetrics, OutputMetrics, cosine, sqnr_db
 from edgeq.validate.report import Environment, Latency, ModelStats, Report
 from edgeq.validate.run import validate
@@ -12,6 +13,7 @@ from edgeq.validate.thresholds import Thresholds
 
 __all__ = [
     "Environment",
+    "Exactness",
     "Histogram",
     "Latency",
     "LayerMetrics",
@@ -23,4 +25,6 @@ __all__ = [
     "cosine",
     "sqnr_db",
     "validate",
+    "validate_android_package",
+    "validate_tflite",
 ]
