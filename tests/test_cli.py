@@ -1,4 +1,4 @@
-"""The `edgeq` command: each verb end to end, and every kind of bad input → one clear line, exit 2, no output."""
+"""The `edgeq` command: each verb end to end; bad input gives one clear line, exit 2 and no output."""
 
 from __future__ import annotations
 
