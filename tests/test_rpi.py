@@ -122,7 +122,11 @@ def test_package_refuses_a_float_model_as_int8_and_mismatched_pairs(digits_model
 # ---------------------------------------------------------------------------------- validation: local
 
 
-def test_validate_on_the_local_device(digits_models, rpi_package, tmp_path):
+def test_validate_on_the_local_device(digits_models, rpi_package, tmp_path, monkeypatch):
+    # A private temp folder: other processes on the machine may create /tmp/edgeq-* meanwhile.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     before = set(Path(tempfile.gettempdir()).glob("edgeq-*"))
     report = validate_on_device(
         rpi_package,
