@@ -100,3 +100,19 @@ def test_public_api_names_resolve():
 
     for name in edgeq.__all__:
         assert getattr(edgeq, name) is not None, name
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject.toml lists packages explicitly (targets/ and calibration/ are mapped in): none may be missing."""
+    import sys
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "edgeq").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
