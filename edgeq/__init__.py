@@ -4,8 +4,9 @@ The pipeline's stages, each usable alone on the previous stage's saved output::
 
     export → calibrate → quantize → package → validate
 
-The functions are imported lazily so that ``import edgeq`` stays fast and optional extras (torch, LiteRT,
-paramiko) are only needed by the stages that use them.
+The stage functions share their names with their subpackages (``edgeq.quantize`` is both), so they are
+imported eagerly: importing a submodule later must not rebind ``edgeq.quantize`` to the module. Everything
+else is imported lazily, so optional extras (torch, LiteRT, paramiko) are needed only by what uses them.
 """
 
 from __future__ import annotations
@@ -15,22 +16,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from edgeq.calibrate import CalibrationTable, calibrate  # noqa: F401
+from edgeq.export import export  # noqa: F401
+from edgeq.packaging import package  # noqa: F401
+from edgeq.quantize import QuantizeResult, quantize  # noqa: F401
+from edgeq.validate import Report, Thresholds, validate  # noqa: F401
+
 _API = {
-    "export": "edgeq.export",
-    "calibrate": "edgeq.calibrate",
-    "CalibrationTable": "edgeq.calibrate",
-    "quantize": "edgeq.quantize",
-    "QuantizeResult": "edgeq.quantize",
-    "validate": "edgeq.validate",
     "compare": "edgeq.validate",
     "validate_tflite": "edgeq.validate",
     "open_samples": "edgeq.data",
     "load_labels": "edgeq.data",
     "lower": "edgeq.lower",
     "open_device": "edgeq.devices",
-    "Report": "edgeq.validate",
-    "Thresholds": "edgeq.validate",
-    "package": "edgeq.packaging",
     "load_target": "edgeq.config",
     "list_targets": "edgeq.config",
     "load_recipe": "edgeq.config",
@@ -42,10 +40,25 @@ _API = {
     "EdgeqError": "edgeq.errors",
 }
 
-__all__ = sorted(_API)
+__all__ = sorted(
+    [
+        *_API,
+        "CalibrationTable",
+        "QuantizeResult",
+        "Report",
+        "Thresholds",
+        "calibrate",
+        "export",
+        "package",
+        "quantize",
+        "validate",
+    ]
+)
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value  # cache: later lookups skip __getattr__
+        return value
     raise AttributeError(f"module 'edgeq' has no attribute {name!r}")

@@ -1,9 +1,13 @@
-"""The committed digits example (examples/digits/): loadable, as described, and as accurate as it claims."""
+"""The committed digits example (examples/digits/): loadable, as described, as accurate as it claims, and an
+int8 model that pays off: within one point of float and faster than float on x86 with the cpu-x86 profile."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,6 +18,10 @@ from edgeq import onnxutil
 from edgeq.export import export
 
 FILES = ("digits_cnn.onnx", "calibration.npz", "test.npz", "model.json")
+# README.md reports 1.4-1.7x (medians on a loaded 2-core machine). The bar here is lower so that a busy CI
+# runner does not fail it; what it catches is structural: a layer left in float, a lost fusion, a model too
+# small for int8 kernels to win (the 1.7 K-parameter predecessor ran at 0.62x).
+MIN_SPEEDUP = 1.2
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +59,35 @@ def test_model_loads_checks_and_has_the_documented_io(meta):
     )
 
 
+def test_model_has_the_documented_architecture(meta):
+    """Stem 3×3 → inverted residual (1×1 expand, depthwise 3×3, 1×1 project, add) → strided depthwise 3×3 →
+    1×1 → GAP → linear, with the widths model.json gives; every conv but the projection ends in ReLU6."""
+    model = onnxutil.load_model(EXAMPLE / "digits_cnn.onnx")
+    arch = meta["architecture"]
+    width, hidden, head = arch["width"], arch["width"] * arch["expansion"], arch["head"]
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    attr = onnx.helper.get_node_attr_value
+    layers = [
+        (weights[n.input[1]], attr(n, "group"), tuple(attr(n, "strides")))
+        for n in model.graph.node
+        if n.op_type == "Conv"
+    ]
+    assert layers == [
+        ((width, 1, 3, 3), 1, (1, 1)),  # stem
+        ((hidden, width, 1, 1), 1, (1, 1)),  # expand
+        ((hidden, 1, 3, 3), hidden, (1, 1)),  # depthwise
+        ((width, hidden, 1, 1), 1, (1, 1)),  # project (linear bottleneck)
+        ((width, 1, 3, 3), width, (2, 2)),  # strided depthwise
+        ((head, width, 1, 1), 1, (1, 1)),  # pointwise
+    ]
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Add") == 1 and ops.count("Clip") == 5
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    assert weights[gemm.input[1]] == (10, head)
+    assert arch["activation"] == "ReLU6"
+    assert meta["parameters"] > 50_000  # wide enough for int8 to pay off; see MIN_SPEEDUP
+
+
 def test_committed_model_is_what_export_produces():
     path = EXAMPLE / "digits_cnn.onnx"
     assert onnxutil.serialize(export(path)) == path.read_bytes()
@@ -79,6 +116,72 @@ def test_float_accuracy_matches_model_json(meta, test_set):
     assert len(labels) == meta["test_samples"]
     assert correct / len(labels) == meta["float_test_accuracy"]
     assert meta["float_test_accuracy"] >= 0.95
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    float_path: Path
+    int8_path: Path
+    summary: object  # edgeq.quantize's QuantizeSummary
+
+
+@pytest.fixture(scope="module")
+def cpu_x86(tmp_path_factory) -> Pipeline:
+    """The example through the real pipeline as `edgeq demo` runs it: export, calibrate with the digits-8
+    recipe, quantize for cpu-x86 (uint8 activations, per-channel int8 weights), both models saved."""
+    from edgeq.calibrate import calibrate
+    from edgeq.quantize import quantize
+
+    out = tmp_path_factory.mktemp("digits-cpu-x86")
+    float_model = export(EXAMPLE / "digits_cnn.onnx")
+    table = calibrate(float_model, EXAMPLE / "calibration.npz", recipe="digits-8", progress=False)
+    result = quantize(float_model, table, target="cpu-x86")
+    onnxutil.save_model(float_model, out / "float.onnx")
+    onnxutil.save_model(result.model, out / "model.int8.onnx")
+    return Pipeline(out / "float.onnx", out / "model.int8.onnx", result.summary)
+
+
+def test_int8_is_within_one_point_of_float_on_cpu_x86(cpu_x86, meta):
+    from edgeq.data import load_labels
+    from edgeq.validate import Thresholds, validate
+
+    assert not cpu_x86.summary.float_ops  # the whole network runs in int8
+    report = validate(
+        cpu_x86.float_path,
+        cpu_x86.int8_path,
+        EXAMPLE / "test.npz",
+        labels=load_labels(EXAMPLE / "test.npz"),
+        thresholds=Thresholds(max_top1_drop=1.0, min_agreement=99.0),
+        latency_runs=0,
+        layers=False,
+        progress=False,
+    )
+    assert report.passed, report.failures()
+    (logits,) = report.outputs
+    assert logits.float_correct == meta["test_correct"]
+    assert logits.float_correct / logits.samples >= 0.97
+    assert 100 * (logits.float_correct - logits.quant_correct) / logits.samples <= 1.0
+
+
+def test_int8_is_faster_than_float_on_cpu_x86(cpu_x86):
+    """onnxruntime, one thread, batch 1, timed as validate times it (the two sessions alternate run by run);
+    the median of 9 rounds' speed-ups, so that a burst of load on a shared machine does not decide it."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the cpu-x86 profile's speed is an x86-64 property; this is {platform.machine()}")
+    from edgeq.validate.latency import time_pair
+
+    sessions = (onnxutil.ort_session(cpu_x86.float_path), onnxutil.ort_session(cpu_x86.int8_path))
+    with np.load(EXAMPLE / "test.npz", allow_pickle=False) as data:
+        images = data["input"]
+    rounds = [time_pair(sessions, {"input": images[i : i + 1]}, runs=100) for i in range(9)]
+    float_ms = [f.median_ms for f, _ in rounds]
+    int8_ms = [q.median_ms for _, q in rounds]
+    speedup = float(np.median(np.divide(float_ms, int8_ms)))
+    print(
+        f"\ndigits on cpu-x86, 1 thread: float {1e3 * np.median(float_ms):.1f} us, "
+        f"int8 {1e3 * np.median(int8_ms):.1f} us, speed-up {speedup:.2f}x (median of 9 rounds x 100 runs)"
+    )
+    assert speedup >= MIN_SPEEDUP
 
 
 @pytest.mark.slow
