@@ -120,7 +120,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", type=Path, required=True, help="calibration table .json")
     p.add_argument("--target", required=True, help="target name (`edgeq targets`) or profile .toml")
     p.add_argument("--exclude", action="append", default=[], metavar="NODE", help="keep this node in float")
+    p.add_argument("--data", help="calibration samples, for --max-drop and --algorithms")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="PTS",
+        help="keep the fewest, most sensitive layers float until --metric drops by at most PTS",
+    )
+    p.add_argument(
+        "--metric",
+        choices=["agreement", "sqnr", "accuracy"],
+        default="agreement",
+        help="what --max-drop measures (accuracy needs --labels; default agreement)",
+    )
+    p.add_argument("--labels", type=Path, help="labels of the --data samples, for --metric accuracy")
+    p.add_argument(
+        "--algorithms",
+        metavar="LIST",
+        help="accuracy algorithms, comma-separated: equalization, bias_correction, float_outputs, "
+        "weight_clipping (mse); 'default' = the first three; 'none'. Default: the recipe's",
+    )
+    p.add_argument("--recipe", help="calibration recipe (its [algorithms] table), name or .toml")
     p.add_argument("-o", "--output", type=Path, required=True, help="output int8 .onnx")
+    _add_force(p)
+
+    p = sub.add_parser(
+        "analyze",
+        help="per-layer sensitivity: the error each layer adds when quantized alone",
+        description="Quantize one layer at a time (and, with --kept-float, all but one) and rank layers by "
+        "the loss they cause; writes a table and a plot (.html, .json, .png or .txt by suffix).",
+    )
+    p.add_argument("model", type=Path, help="float .onnx")
+    p.add_argument("--table", type=Path, required=True, help="calibration table .json")
+    p.add_argument("--data", required=True, help="samples to measure on (held-out ones are best)")
+    p.add_argument("--target", default="cpu-x86", help="target profile (default cpu-x86)")
+    p.add_argument("--metric", choices=["agreement", "sqnr", "accuracy"], default="agreement")
+    p.add_argument("--labels", type=Path, help="labels, for --metric accuracy")
+    p.add_argument("--num-samples", type=int, default=200, help="samples used (default 200)")
+    p.add_argument("--kept-float", action="store_true", help="also score 'all int8 but this layer'")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .html, .json, .png or .txt")
     _add_force(p)
 
     p = sub.add_parser(
@@ -256,6 +294,30 @@ def _cmd_merge(a: argparse.Namespace) -> int:
     return 0
 
 
+def _algorithms(a: argparse.Namespace):
+    from edgeq.config import Algorithms, WeightClipping, load_recipe
+
+    if a.algorithms is None:
+        return load_recipe(a.recipe).algorithms
+    names = {n.strip().replace("-", "_") for n in a.algorithms.split(",") if n.strip()}
+    if names == {"none"}:
+        return Algorithms()
+    if names == {"default"}:
+        names = {"equalization", "bias_correction", "float_outputs"}
+    known = {"equalization", "bias_correction", "float_outputs", "weight_clipping"}
+    if names - known:
+        raise ConfigError(
+            f"--algorithms: unknown {', '.join(sorted(names - known))}; known: {', '.join(sorted(known))}, "
+            "default, none"
+        )
+    return Algorithms(
+        equalization="equalization" in names,
+        bias_correction="bias_correction" in names,
+        float_outputs="float_outputs" in names,
+        weight_clipping=WeightClipping.MSE if "weight_clipping" in names else WeightClipping.NONE,
+    )
+
+
 def _cmd_quantize(a: argparse.Namespace) -> int:
     from edgeq.calibrate import CalibrationTable
     from edgeq.config import load_target
@@ -266,9 +328,81 @@ def _cmd_quantize(a: argparse.Namespace) -> int:
     check_output(a.output, force=a.force)
     target = load_target(a.target)
     table = CalibrationTable.load(a.table)
-    result = quantize(load_model(a.model), table, target=target, exclude=a.exclude)
+    algorithms = _algorithms(a)
+    labels = None
+    if a.labels:
+        from edgeq.data import load_labels
+
+        labels = load_labels(a.labels)
+    if (algorithms.any or a.max_drop is not None) and a.data is None:
+        raise ConfigError("--max-drop and accuracy algorithms need calibration samples: add --data PATH")
+    model = load_model(a.model)
+    extra = ""
+    if algorithms.any:
+        from edgeq.accuracy import quantize_accurately
+
+        # The algorithms change weights, so the model is re-calibrated with the table's method and size.
+        accurate = quantize_accurately(
+            model,
+            a.data,
+            target=target,
+            algorithms=algorithms,
+            method=table.method,
+            num_samples=table.num_samples,
+            max_drop=a.max_drop,
+            metric=a.metric,
+            labels=labels,
+        )
+        result, extra = accurate.result, accurate.text()
+    elif a.max_drop is not None:
+        from edgeq.accuracy import quantize_to_target
+
+        found = quantize_to_target(
+            model,
+            table,
+            a.data,
+            target=target,
+            max_drop=a.max_drop,
+            metric=a.metric,
+            labels=labels,
+            exclude=a.exclude,
+        )
+        result, extra = found.result, found.text()
+    else:
+        result = quantize(model, table, target=target, exclude=a.exclude)
     save_model(result.model, a.output, force=a.force)
     print(result.summary.text())
+    if extra:
+        print(extra)
+    print(f"wrote {a.output}")
+    return 0
+
+
+def _cmd_analyze(a: argparse.Namespace) -> int:
+    from edgeq.accuracy import analyze
+    from edgeq.calibrate import CalibrationTable
+    from edgeq.fileio import check_output
+
+    check_output(a.output, force=a.force)
+    if a.output.suffix not in (".html", ".json", ".png", ".txt"):
+        raise ConfigError(f"{a.output}: give an output ending in .html, .json, .png or .txt")
+    labels = None
+    if a.labels:
+        from edgeq.data import load_labels
+
+        labels = load_labels(a.labels)
+    report = analyze(
+        a.model,
+        CalibrationTable.load(a.table),
+        a.data,
+        target=a.target,
+        metric=a.metric,
+        labels=labels,
+        num_samples=a.num_samples,
+        kept_float=a.kept_float,
+    )
+    report.save(a.output, force=a.force)
+    print(report.text())
     print(f"wrote {a.output}")
     return 0
 
@@ -462,6 +596,7 @@ COMMANDS = {
     "calibrate": _cmd_calibrate,
     "merge": _cmd_merge,
     "quantize": _cmd_quantize,
+    "analyze": _cmd_analyze,
     "validate": _cmd_validate,
     "package": _cmd_package,
     "targets": _cmd_targets,

@@ -238,3 +238,30 @@ def test_demo_via_the_installed_command(tmp_path):
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert report["outputs"]
     assert EXAMPLE.is_dir()
+
+
+def test_analyze_and_accuracy_target(tmp_path, cnn, cnn_data, capsys):
+    code, _, err = run(["calibrate", cnn, "--data", cnn_data, "-o", tmp_path / "t.json"], capsys)
+    assert code == 0, err
+    code, out, err = run(
+        ["analyze", cnn, "--table", tmp_path / "t.json", "--data", cnn_data, "-o", tmp_path / "a.json"],
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads((tmp_path / "a.json").read_text())
+    code, out, err = run(
+        [
+            "quantize", cnn, "--table", tmp_path / "t.json", "--target", "cpu-x86", "--data", cnn_data,
+            "--max-drop", "0", "--metric", "sqnr", "-o", tmp_path / "q.onnx",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "accuracy target" in out
+    # --max-drop without samples to measure on is a user error, not a traceback.
+    code, _, err = run(
+        ["quantize", cnn, "--table", tmp_path / "t.json", "--target", "cpu-x86", "--max-drop", "1", "-o",
+         tmp_path / "q2.onnx"],
+        capsys,
+    )  # fmt: skip
+    assert_user_error(code, err, "--data")

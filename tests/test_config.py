@@ -103,7 +103,7 @@ def test_public_api_names_resolve():
 
 
 def test_every_subpackage_is_packaged():
-    """pyproject.toml lists packages explicitly (targets/ and calibration/ are mapped in): none may be missing."""
+    """pyproject.toml lists packages explicitly (targets/ and calibration/ are mapped in): none missing."""
     import sys
     from pathlib import Path
 
@@ -116,3 +116,16 @@ def test_every_subpackage_is_packaged():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "edgeq").rglob("__init__.py")}
     assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_recipe_algorithms_table(tmp_path):
+    from edgeq.config import WeightClipping
+
+    r = tmp_path / "r.toml"
+    r.write_text('name = "r"\n[algorithms]\nequalization = true\nweight_clipping = "mse"\n')
+    recipe = load_recipe(r)
+    assert recipe.algorithms.equalization and recipe.algorithms.weight_clipping is WeightClipping.MSE
+    assert recipe.algorithms.any and not load_recipe(None).algorithms.any
+    r.write_text('name = "r"\n[algorithms]\nbias_corection = true\n')
+    with pytest.raises(ConfigError, match="did you mean 'bias_correction'"):
+        load_recipe(r)

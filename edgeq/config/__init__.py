@@ -1,12 +1,14 @@
 """Typed configuration: target profiles (targets/*.toml) and calibration recipes (calibration/*.toml)."""
 
 from edgeq.config.recipe import (
+    Algorithms,
     CalibrationMethod,
     ChannelOrder,
     Layout,
     MethodConfig,
     Preprocess,
     Recipe,
+    WeightClipping,
     list_recipes,
     load_recipe,
 )
@@ -23,6 +25,7 @@ from edgeq.config.target import (
 
 __all__ = [
     "ActivationType",
+    "Algorithms",
     "CalibrationMethod",
     "ChannelOrder",
     "DeviceKind",
@@ -34,6 +37,7 @@ __all__ = [
     "Recipe",
     "Runtime",
     "Target",
+    "WeightClipping",
     "list_recipes",
     "list_targets",
     "load_recipe",

@@ -69,6 +69,42 @@ class MethodConfig:
             raise ValueError("method.bins must be at least 128")
 
 
+class WeightClipping(StrEnum):
+    """How weight ranges are chosen: ``none`` (max|w|, the quantizer's default) or ``mse``."""
+
+    NONE = "none"
+    MSE = "mse"
+
+
+@dataclass(frozen=True)
+class Algorithms:
+    """Accuracy algorithms run around quantization (a recipe's ``[algorithms]`` table; :mod:`edgeq.accuracy`).
+
+    ``equalization``: cross-layer equalization (exact in float). ``bias_correction``: empirical per-channel
+    bias correction. ``weight_clipping``: ``none`` or ``mse``. ``float_outputs``: on onnxruntime targets,
+    Gemm/MatMul/Add/Mul graph outputs stay float (onnxruntime still computes them from int8). Each is kept
+    only where it lowers the int8 model's error on the calibration samples. They need calibration data at
+    quantization time (``edgeq quantize --data``). The default, all off, is plain post-training quantization.
+    """
+
+    equalization: bool = False
+    bias_correction: bool = False
+    weight_clipping: WeightClipping = WeightClipping.NONE
+    float_outputs: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight_clipping", WeightClipping(self.weight_clipping))
+
+    @property
+    def any(self) -> bool:
+        return (
+            self.equalization
+            or self.bias_correction
+            or self.float_outputs
+            or (self.weight_clipping is not WeightClipping.NONE)
+        )
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One calibration recipe."""
@@ -77,6 +113,7 @@ class Recipe:
     description: str = ""
     preprocess: Preprocess = field(default_factory=Preprocess)
     method: MethodConfig = field(default_factory=MethodConfig)
+    algorithms: Algorithms = field(default_factory=Algorithms)
     num_samples: int = 512
     batch_size: int = 16
     seed: int = 0
