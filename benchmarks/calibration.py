@@ -86,9 +86,14 @@ def worker_edgeq(model: str, method: str, n: int, out: Path) -> None:
     data = calibration_data(model, n)
     model_path = SHARED / MODELS[model][0]
     t0 = time.perf_counter()
-    table = edgeq.calibrate(model_path, data, method=MethodConfig(name=CalibrationMethod(method)), num_samples=n)
+    # The pipeline as a user runs it: export (checks, folds the BatchNorm remnants the Keras→ONNX converter
+    # leaves as Mul/Add) → calibrate → quantize.
+    float_model = edgeq.export(model_path)
+    table = edgeq.calibrate(
+        float_model, data, method=MethodConfig(name=CalibrationMethod(method)), num_samples=n
+    )
     t_cal = time.perf_counter() - t0
-    result = edgeq.quantize(model_path, table, target="cpu-x86")
+    result = edgeq.quantize(float_model, table, target="cpu-x86")
     save_model(result.model, out)
     return t_cal, time.perf_counter() - t0
 
@@ -118,12 +123,22 @@ def worker_ort(model: str, method: str, n: int, out: Path) -> None:
             self.i += 1
             return {self.name: data[self.i - 1 : self.i]}
 
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     t0 = time.perf_counter()
-    quantize_static(str(model_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=methods[method])
+    quantize_static(
+        str(model_path),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[method],
+    )
     t = time.perf_counter() - t0
     return t, t
 
@@ -146,20 +161,36 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def measure(tool: str, model: str, method: str, n: int, limit_gb: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", tool, "--model", model, "--method", method, "--n", str(n),
-           "--memory-limit-gb", str(limit_gb)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        tool,
+        "--model",
+        model,
+        "--method",
+        method,
+        "--n",
+        str(n),
+        "--memory-limit-gb",
+        str(limit_gb),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        oom = "MemoryError" in proc.stderr or "bad_alloc" in proc.stderr or "Failed to allocate" in proc.stderr
+        oom = (
+            "MemoryError" in proc.stderr or "bad_alloc" in proc.stderr or "Failed to allocate" in proc.stderr
+        )
         return {"error": "out of memory" if oom else f"failed: {tail[:120]}"}
     return json.loads(lines[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=sorted(MODELS), default="mbv2")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--samples", nargs="+", type=int, default=[100, 500, 1000, 2000])
@@ -175,9 +206,12 @@ def main() -> None:
         return
 
     rows = []
-    header = (f"{'method':<10} {'N':>5} | {'edgeq s':>8} {'MiB':>7} {'top1':>6} | {'ORT s':>8} {'MiB':>7} "
-              f"{'top1':>6} | {'time ×':>7} {'RSS ×':>7}")
-    print(f"model {MODELS[args.model][0]}; float top-1 {accuracy(SHARED / MODELS[args.model][0], args.model):.2f}%")
+    header = (
+        f"{'method':<10} {'N':>5} | {'edgeq s':>8} {'MiB':>7} {'top1':>6} | {'ORT s':>8} {'MiB':>7} "
+        f"{'top1':>6} | {'time ×':>7} {'RSS ×':>7}"
+    )
+    float_top1 = accuracy(SHARED / MODELS[args.model][0], args.model)
+    print(f"model {MODELS[args.model][0]}; float top-1 {float_top1:.2f}%")
     print(header)
     print("-" * len(header))
     for method in args.methods:
@@ -195,8 +229,10 @@ def main() -> None:
             if "error" not in e and "error" not in o:
                 ratio = f"{o['total_s'] / e['total_s']:6.1f}× {o['peak_rss_mib'] / e['peak_rss_mib']:6.1f}×"
             print(f"{method:<10} {n:>5} | {cells(e)} | {cells(o)} | {ratio}", flush=True)
-    print("time × and RSS ×: ORT / edgeq (higher is better for edgeq). Wall time is calibration + quantization "
-          "for both (quantize_static does both in one call).")
+    print(
+        "time × and RSS ×: ORT / edgeq (higher is better for edgeq). Wall time is calibration + quantization "
+        "for both (quantize_static does both in one call)."
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
