@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--algorithms",
         metavar="LIST",
         help="accuracy algorithms, comma-separated: equalization, bias_correction, float_outputs, "
-        "weight_clipping (mse); 'default' = the first three; 'none'. Default: the recipe's",
+        "weight_clipping (mse); 'default' = the first three; 'none'. Default: the recipe's with --recipe, "
+        "else 'default' when --data is given",
     )
     p.add_argument("--recipe", help="calibration recipe (its [algorithms] table), name or .toml")
     p.add_argument("-o", "--output", type=Path, required=True, help="output int8 .onnx")
@@ -298,7 +299,14 @@ def _algorithms(a: argparse.Namespace):
     from edgeq.config import Algorithms, WeightClipping, load_recipe
 
     if a.algorithms is None:
-        return load_recipe(a.recipe).algorithms
+        if a.recipe is not None:
+            return load_recipe(a.recipe).algorithms
+        # Given samples, edgeq uses them: the guarded algorithms are the default whenever --data is.
+        if a.data is not None:
+            from edgeq.accuracy import DEFAULT_ALGORITHMS
+
+            return DEFAULT_ALGORITHMS
+        return Algorithms()
     names = {n.strip().replace("-", "_") for n in a.algorithms.split(",") if n.strip()}
     if names == {"none"}:
         return Algorithms()

@@ -30,5 +30,6 @@ def shared_models() -> Path:
         )
     return SHARED_MODELS
 
+
 # The sshd and emulated-Raspberry-Pi fixtures (real /usr/sbin/sshd on 127.0.0.1, qemu-aarch64 userland).
 pytest_plugins = ["pi_fixtures"]
