@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 from edgeq.calibrate import CalibrationTable, calibrate  # noqa: F401
 from edgeq.export import export  # noqa: F401
+from edgeq.lower import lower  # noqa: F401
 from edgeq.packaging import package  # noqa: F401
 from edgeq.quantize import QuantizeResult, quantize  # noqa: F401
 from edgeq.validate import Report, Thresholds, validate  # noqa: F401
@@ -27,7 +28,6 @@ _API = {
     "validate_tflite": "edgeq.validate",
     "open_samples": "edgeq.data",
     "load_labels": "edgeq.data",
-    "lower": "edgeq.lower",
     "open_device": "edgeq.devices",
     "load_target": "edgeq.config",
     "list_targets": "edgeq.config",
@@ -49,6 +49,7 @@ __all__ = sorted(
         "Thresholds",
         "calibrate",
         "export",
+        "lower",
         "package",
         "quantize",
         "validate",

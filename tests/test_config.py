@@ -129,3 +129,19 @@ def test_recipe_algorithms_table(tmp_path):
     r.write_text('name = "r"\n[algorithms]\nbias_corection = true\n')
     with pytest.raises(ConfigError, match="did you mean 'bias_correction'"):
         load_recipe(r)
+
+
+def test_stage_functions_are_not_shadowed_by_their_subpackages():
+    """`edgeq.quantize` is a function and a subpackage: importing the subpackage must not rebind the name."""
+    import subprocess
+    import sys
+
+    code = (
+        "import edgeq.quantize.api, edgeq.export, edgeq.lower.reference, edgeq.validate.report\n"
+        "from edgeq import export, calibrate, quantize, lower, validate, package\n"
+        "import edgeq\n"
+        "for f in (export, calibrate, quantize, lower, validate, package, edgeq.quantize, edgeq.quantize):\n"
+        "    assert callable(f) and not isinstance(f, type(edgeq)), f\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
