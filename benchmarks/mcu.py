@@ -12,7 +12,7 @@ plugin. Prints, per network:
   reference interpreter, against the float model and the TFLite converter's 94.17 %;
 
 and per network and core, for the default method (minmax: the best of the four on both networks, see
-README-mcu.md; ``--method`` picks another):
+README.md; ``--method`` picks another):
 
 - instructions per inference (QEMU TCG count between marker calls around edgeq_run; not cycles), and per
   kernel (op kind) from a profiling build (a marker after every op);
@@ -56,7 +56,7 @@ from calibration import calibration_data  # noqa: E402  (benchmarks/calibration.
 #: Network (file stem in shared/models) → calibration_data()'s name for it.
 MODELS = {"digits": "digits", "mbv2_32": "mbv2"}
 METHODS = ("minmax", "percentile", "mse", "entropy")
-#: The best of METHODS on both networks: top-1 on the 360 test images, reference interpreter (README-mcu.md).
+#: The best of METHODS on both networks: top-1 on the 360 test images, reference interpreter (README.md).
 DEFAULT_METHOD = "minmax"
 QUANT_TARGET = "cortex-m4"  # M7, M33 and M55 have the same quantization scheme: one int8 program for all
 CALIBRATION_SAMPLES = 1437  # every training-split image, none of the test images
