@@ -52,6 +52,7 @@ def test_package_files_and_manifest(built):
             "metadata.json",
             "README.md",
             "float.onnx",
+            "model.int8.onnx",
         ]
     )
     assert manifest["kind"] == "android"
@@ -59,6 +60,7 @@ def test_package_files_and_manifest(built):
         "tflite": "model.tflite",
         "ort": "model.ort",
         "float": "float.onnx",
+        "int8": "model.int8.onnx",
     }
     assert manifest["tflite"]["min_runtime_version"] == "1.14.0"
     assert manifest["mobile_usability"]["NNAPI"]["coverage"] == 1.0

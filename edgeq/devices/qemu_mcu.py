@@ -341,6 +341,33 @@ def _chunks(count: int, input_size: int, flash_free: int) -> list[range]:
     return [range(i, min(count, i + per)) for i in range(0, count, per)]
 
 
+def _reference_check(program, q: np.ndarray, out_q: np.ndarray, outs: list, count: int) -> str:
+    """The core's int8 outputs against edgeq's reference interpreter on the same int8 inputs, as a note."""
+    from edgeq.lower.reference import run
+
+    sizes = [int(np.prod(program.tensors[t].shape)) for t in program.inputs]
+    offsets = np.cumsum([0, *sizes])
+    equal = total = worst = 0
+    for i in range(count):
+        feeds = {
+            t: q[i, offsets[k] : offsets[k + 1]].reshape(program.tensors[t].shape).astype(np.int8)
+            for k, t in enumerate(program.inputs)
+        }
+        ref = run(program, feeds)
+        for o in outs:
+            got = out_q[i, o["offset"] : o["offset"] + o["bytes"]].astype(np.int32)
+            want = np.asarray(ref[o["name"]]).astype(np.int32).ravel()
+            diff = np.abs(got - want)
+            equal += int(np.sum(diff == 0))
+            total += diff.size
+            worst = max(worst, int(diff.max(initial=0)))
+    verdict = "bit-exact" if equal == total else "NOT bit-exact"
+    return (
+        f"{verdict} with edgeq's reference interpreter: {equal:,} of {total:,} int8 output elements equal "
+        f"over {count} samples, max |diff| {worst} LSB"
+    )
+
+
 def validate_on_mcu(
     package_dir: str | os.PathLike[str],
     *,
@@ -420,6 +447,7 @@ def validate_on_mcu(
         instructions += r.instructions
         runs.append(r)
     out_q = np.concatenate(raw)
+    exact_note = _reference_check(program, q, out_q, outs, count)
     quant_outputs = {}
     for o in outs:
         t = o["name"]
@@ -450,6 +478,7 @@ def validate_on_mcu(
         f"firmware flash {last.size.model_flash + last.size.library:,} B for the model "
         f"(code {last.size.model_code:,} B, constants {last.size.model_rodata:,} B), arena "
         f"{memory.get('arena_bytes', last.size.model_bss):,} B, stack used {last.stack_bytes:,} B",
+        exact_note,
         "emulated device: outputs are the core's, instruction counts are exact, there is no timing",
     )
     return Report(

@@ -29,6 +29,7 @@ USABILITY = "mobile_usability.json"
 METADATA = "metadata.json"
 README = "README.md"
 FLOAT = "float.onnx"
+INT8 = "model.int8.onnx"
 
 # The LiteRT AAR matching the ai-edge-litert release edgeq is tested with, and ONNX Runtime's matching the
 # onnxruntime that converts the .ort (an .ort file needs a runtime at least as new as its converter).
@@ -197,6 +198,9 @@ def package_android(
         if not fm.is_file():
             raise ModelError(f"{fm}: float model not found")
         fileio.write_bytes(out / FLOAT, fm.read_bytes(), force=True)
+        # The QDQ model too: validation lowers it and checks the .tflite bit for bit against edgeq's
+        # reference interpreter (not needed by an app).
+        fileio.write_bytes(out / INT8, Path(src).read_bytes(), force=True)
 
     metadata = {
         "format": "edgeq.android",
@@ -231,6 +235,7 @@ def package_android(
         }
     if float_model is not None:
         models["float"] = {"file": FLOAT, "format": "onnx", "runtime": "onnxruntime"}
+        models["int8"] = {"file": INT8, "format": "onnx", "runtime": "onnxruntime"}
     manifest: dict[str, Any] = {
         "kind": "android",
         "models": models,

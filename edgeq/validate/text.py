@@ -121,6 +121,8 @@ def render_plain(report: Report) -> str:
         lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip())
     if report.layers:
         lines += ["", f"worst layers (SQNR, of {len(report.layers)}):", *layer_lines(report)]
+    if report.notes:
+        lines += ["", "notes:", *(f"  - {x}" for x in report.notes)]
     if report.failures:
         lines += ["", "failures:", *(f"  - {x}" for x in report.failures)]
     return "\n".join(lines) + "\n"
@@ -149,6 +151,10 @@ def render_rich(report: Report) -> str:
         console.print(f"worst layers (SQNR, of {len(report.layers)}):", style="bold")
         for line in layer_lines(report):
             console.print(line)
+    if report.notes:
+        console.print("notes:", style="bold")
+        for x in report.notes:
+            console.print(f"  - {x}", style="dim")
     for x in report.failures:
         console.print(f"✗ {x}", style="red")
     return buf.getvalue()
