@@ -21,8 +21,6 @@ from edgeq.devices.base import RunResult
 from edgeq.devices.local import LocalDevice
 from edgeq.errors import ConfigError, DeviceError, EdgeqError
 
-pytest_plugins = ["pi_fixtures"]
-
 RUNNER = Path(__file__).resolve().parent.parent / "edgeq" / "devices" / "runner.py"
 
 

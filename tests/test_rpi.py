@@ -17,8 +17,6 @@ from edgeq.errors import DeviceError, ModelError
 from edgeq.packaging import package
 from edgeq.packaging.base import Package
 
-pytest_plugins = ["pi_fixtures"]
-
 RUNNER = Path(__file__).resolve().parent.parent / "edgeq" / "devices" / "runner.py"
 
 

@@ -14,8 +14,6 @@ from edgeq.devices import open_device
 from edgeq.devices.ssh import parse_spec
 from edgeq.errors import ConfigError, DeviceError
 
-pytest_plugins = ["pi_fixtures"]
-
 HOSTILE = "a'; touch pwned; '.npy"
 
 
