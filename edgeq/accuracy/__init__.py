@@ -24,7 +24,7 @@ from edgeq.accuracy.pipeline import (
     Decision,
     quantize_accurately,
 )
-from edgeq.accuracy.search import SearchStep, TargetResult, quantize_to_target
+from edgeq.accuracy.search import Precision, SearchStep, TargetResult, quantize_to_target
 from edgeq.accuracy.sensitivity import LayerSensitivity, SensitivityReport, analyze
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "FloatOutputsResult",
     "Layer",
     "LayerSensitivity",
+    "Precision",
     "Quantizer",
     "Score",
     "SearchStep",

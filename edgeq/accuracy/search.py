@@ -17,9 +17,10 @@ The search (every step scored on the given samples against the float model):
    so that no smaller set can meet a target no set of ``k - 1`` meets. :attr:`TargetResult.proven_minimal`
    says whether that check could be afforded; the ranking alone finds a good but not always the smallest set.
 
-Higher precision means float in the QDQ model, which only onnxruntime runs. int16 activations with int8
-weights (TFLite's 16x8 mode) would be the higher precision for LiteRT and microcontrollers, but edgeq's
-quantizer has no 16-bit activation type yet; on a target that runs int8 only (TFLite Micro, the C backend)
+Higher precision means float in the QDQ model, which only onnxruntime runs, or — with
+``precision="int16"`` on a target whose runtimes include LiteRT — int16 activations with int8 weights
+(TFLite's 16x8 mode, :mod:`edgeq.quantize.int16`), which a full-integer .tflite can hold; only Conv, Gemm,
+MatMul and Add layers can be kept in int16. On a target that runs int8 only (TFLite Micro, the C backend)
 a missed target is an :class:`~edgeq.errors.UnsupportedError` naming the layers that lose the accuracy.
 """
 
@@ -33,12 +34,31 @@ from dataclasses import dataclass
 
 import onnx
 
+from edgeq._compat import StrEnum
 from edgeq.accuracy.evaluate import AccuracyMetric, Evaluator, Score
 from edgeq.accuracy.layers import Quantizer, can_keep_float
 from edgeq.accuracy.sensitivity import layer_scores
-from edgeq.config import Target
+from edgeq.config import Runtime, Target, load_target
 from edgeq.errors import ConfigError, UnsupportedError
-from edgeq.quantize import QuantizeResult
+from edgeq.quantize import QuantizeResult, quantize
+from edgeq.quantize.int16 import INT16_OPS
+
+
+class Precision(StrEnum):
+    """What "higher precision" means for the layers the search keeps."""
+
+    FLOAT = "float"  # float nodes in the QDQ model (onnxruntime targets)
+    INT16 = "int16"  # TFLite's 16x8 mode: int16 activations, int8 weights (LiteRT targets)
+
+
+class _Int16Quantizer(Quantizer):
+    """A Quantizer whose kept layers run in 16x8 instead of float (only Conv/Gemm/MatMul/Add can)."""
+
+    def keeping(self, layers) -> QuantizeResult:
+        nodes = sorted(self.by_name[name].name for name in layers)
+        return quantize(
+            self.model, self.table, target=self.target, exclude=list(self.base_exclude), int16_nodes=nodes
+        )
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class TargetResult:
     ranking: tuple[str, ...]
     steps: tuple[SearchStep, ...]
     proven_minimal: bool = False  # every set of one layer fewer was scored and missed the target
+    precision: str = Precision.FLOAT.value  # what the kept layers run in: "float" or "int16" (16x8)
 
     def __iter__(self) -> Iterator:
         return iter((self.result, list(self.kept), self.score))
@@ -80,7 +101,8 @@ class TargetResult:
             lines.append("  met with every layer in int8")
         else:
             total = len(self.ranking)
-            lines.append(f"  kept in float: {len(self.kept)} of {total} layers: {', '.join(self.kept)}")
+            where = "float" if self.precision == Precision.FLOAT.value else "int16 (16x8)"
+            lines.append(f"  kept in {where}: {len(self.kept)} of {total} layers: {', '.join(self.kept)}")
             lines.append(f"  achieved: {self.score.describe()} ({len(self.steps)} candidates scored)")
             if self.proven_minimal:
                 lines.append(
@@ -104,6 +126,7 @@ def quantize_to_target(
     float_outputs: bool = False,
     exhaustive: int = 128,
     progress: bool | None = None,
+    precision: Precision | str | None = None,
 ) -> TargetResult:
     """Quantize ``float_model``, keeping the fewest, most sensitive layers float, to a drop ≤ ``max_drop``.
 
@@ -114,7 +137,10 @@ def quantize_to_target(
     prepared copy of it (equalized, bias-corrected); default ``float_model`` itself. ``exclude``: nodes kept
     float in every candidate (they do not count as kept layers). ``float_outputs``: apply
     :func:`edgeq.accuracy.outputs.float_outputs` to every candidate (onnxruntime targets only).
-    ``exhaustive``: how many candidates the smaller-set check (step 5 above) may score.
+    ``exhaustive``: how many candidates the smaller-set check (step 5 above) may score. ``precision``:
+    ``"int16"`` keeps the layers in TFLite's 16x8 mode (targets with LiteRT and TFLite's constraints; the
+    candidates are scored as QDQ models in onnxruntime); ``"float"`` keeps them float; None (default): int16
+    when the target's first runtime is LiteRT (android-arm64), float otherwise.
 
     Raises UnsupportedError when the target runs int8 only and all-int8 misses the target, or when even
     keeping every layer float misses it (the loss is then in the table or the data, not the layers).
@@ -133,7 +159,29 @@ def quantize_to_target(
         num_samples=num_samples,
         labels=labels,
     )
-    quantizer = Quantizer(float_model, table, target=target, exclude=exclude, float_outputs=float_outputs)
+    if precision is None:
+        # "Higher precision" is what the target's own runtime can run: 16x8 for a LiteRT-first target (a
+        # full-integer .tflite cannot hold float layers), float for onnxruntime.
+        t = load_target(target)
+        litert_first = t.primary_runtime is Runtime.LITERT and t.quantization.tflite_constraints
+        precision = Precision.INT16 if litert_first else Precision.FLOAT
+    try:
+        precision = Precision(precision)
+    except ValueError:
+        raise ConfigError(
+            f"precision '{precision}' is not one of: {', '.join(p.value for p in Precision)}"
+        ) from None
+    if precision is Precision.INT16:
+        quantizer: Quantizer = _Int16Quantizer(float_model, table, target=target, exclude=exclude)
+        t = quantizer.target
+        if Runtime.LITERT not in t.runtimes or not t.quantization.tflite_constraints:
+            raise ConfigError(
+                f"precision 'int16': target '{t.name}' does not run LiteRT with TFLite's quantization "
+                f"rules (runtimes: {', '.join(map(str, t.runtimes))}); use precision='float' or a LiteRT "
+                "target"
+            )
+    else:
+        quantizer = Quantizer(float_model, table, target=target, exclude=exclude, float_outputs=float_outputs)
     steps: list[SearchStep] = []
     cache: dict[tuple[str, ...], tuple[QuantizeResult, Score]] = {}
 
@@ -151,12 +199,21 @@ def quantize_to_target(
     result, full = attempt(())
     if ok(full):
         return TargetResult(
-            result, (), full, full, float(max_drop), tuple(x.name for x in quantizer.layers), tuple(steps)
+            result,
+            (),
+            full,
+            full,
+            float(max_drop),
+            tuple(x.name for x in quantizer.layers),
+            tuple(steps),
+            precision=precision.value,
         )
     target_obj = quantizer.target
     _, rows = layer_scores(quantizer, evaluator, kept_float=False, progress=progress)
+    if precision is Precision.INT16:
+        rows = [r for r in rows if r.op_type in INT16_OPS]  # only these have 16x8 kernels
     ranking = [r.layer for r in rows]
-    if not can_keep_float(target_obj):
+    if precision is Precision.FLOAT and not can_keep_float(target_obj):
         worst = ", ".join(f"'{r.layer}' ({r.op_type}, drop alone {r.alone.drop:.3g})" for r in rows[:3])
         raise UnsupportedError(
             f"target '{target_obj.name}': all-int8 loses {full.drop:.3g} pts of {evaluator.metric} (max_drop "
@@ -167,7 +224,8 @@ def quantize_to_target(
     _, all_score = attempt(ranking)
     if not ok(all_score):
         raise UnsupportedError(
-            f"even with all {len(ranking)} layers in float the drop is {all_score.drop:.3g} pts of "
+            f"even with all {len(ranking)} layers in {precision.value} the drop is {all_score.drop:.3g} pts "
+            "of "
             f"{evaluator.metric} (max_drop {max_drop:g}): the loss comes from the inputs' quantization or "
             "from ops that stay int8 regardless; check the calibration table and the data"
         )
@@ -213,5 +271,13 @@ def quantize_to_target(
         proven = True  # down to no layer kept (not reached: all int8 was scored first)
     result, score = attempt(kept)
     return TargetResult(
-        result, tuple(kept), score, full, float(max_drop), tuple(ranking), tuple(steps), proven
+        result,
+        tuple(kept),
+        score,
+        full,
+        float(max_drop),
+        tuple(ranking),
+        tuple(steps),
+        proven,
+        precision.value,
     )

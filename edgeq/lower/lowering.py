@@ -38,6 +38,7 @@ from edgeq.errors import ModelError, UnsupportedError
 from edgeq.lower import kernels as K
 from edgeq.lower import options as O
 from edgeq.lower.fixedpoint import f64
+from edgeq.lower.int16 import ADD_LEFT_SHIFT_INT16, INT16_MAX, INT16_MIN
 from edgeq.lower.program import (
     Activation,
     ConcatenationOptions,
@@ -45,6 +46,7 @@ from edgeq.lower.program import (
     DepthwiseConv2DOptions,
     DType,
     FullyConnectedOptions,
+    FusedActivation,
     IOBinding,
     Op,
     OpKind,
@@ -99,6 +101,26 @@ class _QV:
     @property
     def rank(self) -> int:
         return len(self.onnx_shape)
+
+
+#: TFLite's 16x8 mode (int16 activations, int8 weights): the ONNX ops and the program ops it covers.
+_16X8_OPS = frozenset({"Conv", "Gemm", "MatMul", "Add"})
+_16X8_KINDS = frozenset({OpKind.CONV_2D, OpKind.DEPTHWISE_CONV_2D, OpKind.FULLY_CONNECTED, OpKind.ADD})
+
+
+def _activation16(p: _Pending, qp: QParams, source: str) -> Activation:
+    """The int16 clamp of a 16x8 op: none, or a Relu (zero point 0: [0, 32767])."""
+    lo, hi = p.clamp
+    if lo is None and hi is None:
+        return Activation(FusedActivation.NONE, INT16_MIN, INT16_MAX)
+    if lo == 0.0 and hi is None:
+        return Activation(FusedActivation.RELU, 0, INT16_MAX)
+    if lo == 0.0 and hi == 6.0:
+        return Activation(FusedActivation.RELU6, 0, min(INT16_MAX, K.quantize_value(6.0, qp.scale[0], 0)))
+    raise UnsupportedError(
+        f"{source}: node '{p.node.name}' ({p.node.op_type}) in int16 is followed by a clip to [{lo}, {hi}]; "
+        "only Relu and Clip(0, 6) fold into a 16x8 op: quantize that node to int8"
+    )
 
 
 @dataclass
@@ -174,6 +196,7 @@ class _Lowerer:
         self.program_input_of: dict[str, _QV] = {}
         self.layout_cache: dict[tuple[str, tuple[int, ...]], str] = {}
         self.float_names: dict[str, str] = {}
+        self.emit_dtype = DType.INT8  # INT16 while a 16x8 op is materialized
         for inp in self.graph.input:
             if inp.name in self.inits:
                 continue
@@ -202,15 +225,24 @@ class _Lowerer:
         qparams: QParams,
         options,
         source: str,
-        dtype: DType = DType.INT8,
+        dtype: DType | None = None,
     ) -> str:
+        if dtype is None:
+            # While a 16x8 op is materialized (materialize(..., dtype=INT16)) its own output is int16.
+            dtype = self.emit_dtype if kind in _16X8_KINDS else DType.INT8
         out = self.add_tensor(output_base, shape, dtype, qparams)
         self.ops.append(Op(kind, tuple(inputs), (out,), options, source))
         return out
 
-    def requantize(self, qv: _QV, qp: QParams, source: str, base: str | None = None) -> _QV:
-        if qv.qparams == qp:
+    def requantize(
+        self, qv: _QV, qp: QParams, source: str, base: str | None = None, dtype: DType = DType.INT8
+    ) -> _QV:
+        if qv.qparams == qp and self.tensors[qv.tensor].dtype is dtype:
             return qv
+        if dtype is DType.INT16 and qv.rank == 4:
+            # int16 feeds 16x8 ops, which read NHWC: transpose the int8 value first (TFLite's TRANSPOSE
+            # is written for int8 only here).
+            qv = self.to_perm(qv, NHWC, source)
         out = self.emit(
             OpKind.QUANTIZE,
             [qv.tensor],
@@ -219,6 +251,7 @@ class _Lowerer:
             qp,
             O.requantize_options(qv.qparams, qp),
             source,
+            dtype,
         )
         return _QV(out, qp, qv.onnx_shape, qv.perm)
 
@@ -305,18 +338,30 @@ class _Lowerer:
             + _EXCLUDE_HINT.format(node=consumer.name)
         )
 
-    def materialize(self, name: str, qp: QParams) -> _QV:
+    def materialize(self, name: str, qp: QParams, dtype: DType = DType.INT8) -> _QV:
         p = self.pending[name]
-        if qp in p.done:
-            return p.done[qp]
+        key = qp if dtype is DType.INT8 else (qp, dtype)
+        if key in p.done:
+            return p.done[key]
         if p.done:  # already computed with another quantization: requantize that result
             first = next(iter(p.done.values()))
-            qv = self.requantize(first, qp, p.node.name, name)
+            qv = self.requantize(first, qp, p.node.name, name, dtype)
+        elif dtype is DType.INT16:
+            if p.node.op_type not in _16X8_OPS:
+                raise UnsupportedError(
+                    f"{self.source}: node '{p.node.name}' ({p.node.op_type}) has an int16 output; TFLite's "
+                    f"16x8 mode covers {', '.join(sorted(_16X8_OPS))}: quantize it to int8"
+                )
+            self.emit_dtype = DType.INT16
+            try:
+                qv = p.emit(qp, _activation16(p, qp, self.source))
+            finally:
+                self.emit_dtype = DType.INT8
         else:
             act = self.activation_for(p, qp)
             qv = p.emit(qp, act)
             qv = self.requantize(qv, qp, p.node.name, name)
-        p.done[qp] = qv
+        p.done[key] = qv
         self.float_names.setdefault(qv.tensor, name)
         return qv
 
@@ -367,7 +412,8 @@ class _Lowerer:
         )
 
     def visit(self, node: onnx.NodeProto) -> None:
-        if node.domain not in ("", "ai.onnx"):
+        ms_qdq = node.domain == "com.microsoft" and node.op_type in ("QuantizeLinear", "DequantizeLinear")
+        if node.domain not in ("", "ai.onnx") and not ms_qdq:
             raise UnsupportedError(
                 f"{self.source}: node '{node.name}' is the custom op {node.domain}::"
                 f"{node.op_type}; " + _EXCLUDE_HINT.format(node=node.name)
@@ -460,6 +506,13 @@ class _Lowerer:
                 "an int8 "
                 "target such as android-arm64"
             )
+        if zp.dtype == np.int16 and scale.size == 1:
+            if int(zp.reshape(())) != 0:
+                raise UnsupportedError(
+                    f"{self.source}: int16 tensor '{tensor}' has zero point {int(zp.reshape(()))} "
+                    f"({node.op_type} '{node.name}'); TFLite's 16x8 mode needs symmetric int16 (zero point 0)"
+                )
+            return QParams.per_tensor(float(scale.reshape(())), 0)
         if zp.dtype != np.int8:
             raise UnsupportedError(
                 f"{self.source}: tensor '{tensor}' is quantized as {zp.dtype} "
@@ -503,10 +556,17 @@ class _Lowerer:
     def quantize_linear(self, node: onnx.NodeProto) -> None:
         src, out = node.input[0], node.output[0]
         qp = self._qparams(node, src)
+        zp = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        dtype = DType.INT16 if zp is not None and zp.dtype == np.int16 else DType.INT8
+        if dtype is DType.INT16 and src not in self.pending and src not in self.qvals:
+            raise UnsupportedError(
+                f"{self.source}: QuantizeLinear '{node.name}' quantizes '{src}' to int16 from float; "
+                "int16 values must come from an int8 tensor or a 16x8 op (edgeq quantize's int16_nodes)"
+            )
         if src in self.pending:
-            qv = self.materialize(src, qp)
+            qv = self.materialize(src, qp, dtype)
         elif src in self.qvals:
-            qv = self.requantize(self.qvals[src], qp, node.name, f"{src}/requant")
+            qv = self.requantize(self.qvals[src], qp, node.name, f"{src}/requant", dtype)
         elif src in self.float_paths:
             fp = self.float_paths[src]
             qv = self.program_input(fp.graph_input, qp, node, fp)
@@ -831,6 +891,8 @@ class _Lowerer:
             b = self.operand(node, b_name, rank, perm, f"{b_name}/operand")
             if kind is OpKind.MUL:
                 o = O.mul_options(a.qparams, b.qparams, qp, act)
+            elif self.emit_dtype is DType.INT16:
+                o = O.add_options(a.qparams, b.qparams, qp, act, left_shift=ADD_LEFT_SHIFT_INT16)
             else:
                 o = O.add_options(a.qparams, b.qparams, qp, act)
             target = _QV("", qp, out_shape, perm)

@@ -15,9 +15,10 @@ import numpy as np
 
 from edgeq._compat import StrEnum
 from edgeq.errors import DataError, UnsupportedError
+from edgeq.lower import int16 as K16
 from edgeq.lower import kernels as K
 from edgeq.lower.options import effective_scales
-from edgeq.lower.program import Op, OpKind, Program, TensorInfo
+from edgeq.lower.program import DType, Op, OpKind, Program, TensorInfo
 
 
 def _zp(t: TensorInfo) -> int:
@@ -50,10 +51,28 @@ class _Env:
         return self.p.tensors[name]
 
 
+def _is16(env: _Env, op: Op) -> bool:
+    # TFLite's 16x8 mode: int16 activations with int8 weights (edgeq.lower.int16).
+    return env.info(op.inputs[0]).dtype is DType.INT16
+
+
 def _conv(env: _Env, op: Op) -> np.ndarray:
     o = op.options
     x, w, b = (env.get(n) for n in op.inputs[:3])
     xi, yi = env.info(op.inputs[0]), env.info(op.outputs[0])
+    if _is16(env, op):
+        return K16.conv2d_16x8(
+            x,
+            w,
+            b,
+            stride=o.stride,
+            dilation=o.dilation,
+            padding=o.padding,
+            multiplier=o.requant.multiplier,
+            shift=o.requant.shift,
+            act_min=o.activation.min,
+            act_max=o.activation.max,
+        )
     return K.conv2d(
         x,
         w,
@@ -74,6 +93,20 @@ def _depthwise(env: _Env, op: Op) -> np.ndarray:
     o = op.options
     x, w, b = (env.get(n) for n in op.inputs[:3])
     xi, yi = env.info(op.inputs[0]), env.info(op.outputs[0])
+    if _is16(env, op):
+        return K16.depthwise_conv2d_16x8(
+            x,
+            w,
+            b,
+            stride=o.stride,
+            dilation=o.dilation,
+            padding=o.padding,
+            depth_multiplier=o.depth_multiplier,
+            multiplier=o.requant.multiplier,
+            shift=o.requant.shift,
+            act_min=o.activation.min,
+            act_max=o.activation.max,
+        )
     return K.depthwise_conv2d(
         x,
         w,
@@ -95,6 +128,17 @@ def _fc(env: _Env, op: Op) -> np.ndarray:
     o = op.options
     x, w, b = (env.get(n) for n in op.inputs[:3])
     wi = env.info(op.inputs[1])
+    if _is16(env, op):
+        return K16.fully_connected_16x8(
+            x,
+            w,
+            b,
+            multiplier=o.requant.multiplier,
+            shift=o.requant.shift,
+            act_min=o.activation.min,
+            act_max=o.activation.max,
+            effective_scale=_fc_scales(env, op) if env.fc_rescale is FcRescale.DOUBLE else None,
+        )
     return K.fully_connected(
         x,
         w,
@@ -120,6 +164,17 @@ def _fc_scales(env: _Env, op: Op) -> tuple[float, ...]:
 def _add(env: _Env, op: Op) -> np.ndarray:
     o = op.options
     a, b = env.get(op.inputs[0]), env.get(op.inputs[1])
+    if _is16(env, op) and op.kind is OpKind.ADD:
+        return K16.add_16(
+            a,
+            b,
+            left_shift=o.left_shift,
+            m1=(o.input1.multiplier[0], o.input1.shift[0]),
+            m2=(o.input2.multiplier[0], o.input2.shift[0]),
+            mo=(o.output.multiplier[0], o.output.shift[0]),
+            act_min=o.activation.min,
+            act_max=o.activation.max,
+        )
     return K.add(
         a,
         b,
@@ -258,6 +313,15 @@ def _quantize(env: _Env, op: Op) -> np.ndarray:
     r = op.options.requant
     if r is None:
         return K.quantize_float(x, _scale(yi), _zp(yi))
+    if DType.INT16 in (xi.dtype, yi.dtype):
+        return K16.requantize_int(
+            x,
+            in_zp=_zp(xi),
+            out_zp=_zp(yi),
+            multiplier=r.multiplier[0],
+            shift=r.shift[0],
+            out_dtype=yi.dtype.numpy,
+        )
     return K.requantize(x, in_zp=_zp(xi), out_zp=_zp(yi), multiplier=r.multiplier[0], shift=r.shift[0])
 
 

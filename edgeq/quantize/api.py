@@ -14,6 +14,7 @@ from edgeq.config import ActivationType, Target, load_target
 from edgeq.errors import ConfigError, DataError, ModelError
 from edgeq.quantize.coverage import coverage
 from edgeq.quantize.graph import GraphIndex
+from edgeq.quantize.int16 import apply_int16, check_int16_nodes
 from edgeq.quantize.params import QuantType
 from edgeq.quantize.plan import build_plan, check_exclude, select
 from edgeq.quantize.rewrite import write_qdq
@@ -24,6 +25,8 @@ from edgeq.quantize.summary import FloatOp, FoldedActivation, QuantizeResult, Qu
 META_TENSOR_MAP = "edgeq.tensor_map"
 META_TARGET = "edgeq.target"
 META_ACTIVATION_TYPE = "edgeq.activation_type"
+#: JSON list of the nodes running in TFLite's 16x8 mode (only present when some do).
+META_INT16_NODES = "edgeq.int16_nodes"
 
 MIN_OPSET = 13  # per-channel DequantizeLinear (the axis attribute) needs opset 13
 _QUANTIZED_OPS = frozenset(
@@ -71,6 +74,7 @@ def quantize(
     target: Target | str,
     exclude: Sequence[str] = (),
     op_types: Sequence[str] | None = None,
+    int16_nodes: Sequence[str] = (),
 ) -> QuantizeResult:
     """Quantize a float model to static int8 in QDQ form for ``target``.
 
@@ -78,7 +82,9 @@ def quantize(
     ``target``: a Target or a target name/path; its ``quantization`` scheme decides uint8 or int8 activations,
     per-channel or per-tensor weights, and whether TFLite's parameter rules apply.
     ``exclude``: node names kept in float. ``op_types``: quantize only these op types (default: all that
-    the target's int8 kernels cover).
+    the target's int8 kernels cover). ``int16_nodes``: Conv/Gemm/MatMul/Add node names that get TFLite's
+    16x8 mode — int16 symmetric activations on their inputs and outputs, int8 weights — for TFLite targets
+    only (see :mod:`edgeq.quantize.int16`); the model's ``edgeq.int16_nodes`` metadata lists them.
 
     Weights are int8 symmetric ([-127, 127], zero point 0) per output channel; biases int32 with scale =
     input scale × weight scale; activations per tensor, asymmetric, with 0 exactly representable. Relu and
@@ -103,6 +109,8 @@ def quantize(
     check = getattr(table, "check_model", None)
     if callable(check):
         check(src)  # a CalibrationTable refuses another model (fingerprint): ModelError naming both
+    if int16_nodes:
+        check_int16_nodes(src, int16_nodes, target=target.name, tflite=scheme.tflite_constraints)
     g = GraphIndex(src)
     cover = coverage(tflite=scheme.tflite_constraints)
     if op_types is not None:
@@ -123,12 +131,17 @@ def quantize(
     dtype = QuantType.UINT8 if scheme.activations is ActivationType.UINT8 else QuantType.INT8
     plan = build_plan(g, decisions, _ranges(table), dtype=dtype, tflite=scheme.tflite_constraints)
     qmodel, tensor_map, requantized = write_qdq(src, g, plan, per_channel=scheme.per_channel)
+    in_int16: tuple[str, ...] = ()
+    if int16_nodes:
+        qmodel, in_int16 = apply_int16(qmodel, GraphIndex(src), int16_nodes, _ranges(table), tensor_map)
 
     meta = {
         META_TENSOR_MAP: json.dumps(tensor_map, sort_keys=True, separators=(",", ":")),
         META_TARGET: target.name,
         META_ACTIVATION_TYPE: dtype.value,
     }
+    if int16_nodes:  # written only in 16x8 mode: int8-only models keep their bytes
+        meta[META_INT16_NODES] = json.dumps(list(in_int16), separators=(",", ":"))
     kept = [p for p in qmodel.metadata_props if p.key not in meta]
     del qmodel.metadata_props[:]
     qmodel.metadata_props.extend(kept)

@@ -40,6 +40,18 @@ _INT16 = fb.TensorType.INT16
 def operator_version(sig: Signature) -> int:
     """The version the TFLite converter gives an operator with this signature."""
     op, i, o = sig.op, sig.input_type, sig.output_type
+    if i == _INT16 and o == _INT16 and sig.weight_type == _INT8:
+        # TFLite's 16x8 mode (int16 activations, int8 weights): CONV_2D 4, DEPTHWISE_CONV_2D 5, FC 7.
+        if op == B.CONV_2D:
+            return 4
+        if op == B.DEPTHWISE_CONV_2D:
+            return 5
+        if op == B.FULLY_CONNECTED:
+            return 7
+    if op == B.ADD and i == _INT16 and o == _INT16:
+        return 3  # int16 with general (not power-of-two) scales, pot_scale_int16 = false
+    if op == B.QUANTIZE and i == _INT16:
+        return 3  # int16 → int8 requantization
     if op in (B.CONV_2D, B.DEPTHWISE_CONV_2D):
         if i == _INT8 and sig.weight_type == _INT8 and o == _INT8:
             return 3
@@ -101,7 +113,9 @@ def operator_version(sig: Signature) -> int:
 # (operator, version) → the first TFLite runtime that runs it (runtime_version.cc), for the ops edgeq writes.
 _MIN_RUNTIME: dict[tuple[int, int], str] = {
     (B.AVERAGE_POOL_2D, 1): "1.5.0", (B.AVERAGE_POOL_2D, 2): "1.14.0",
-    (B.CONV_2D, 1): "1.5.0", (B.CONV_2D, 2): "1.14.0", (B.CONV_2D, 3): "1.14.0",
+    (B.CONV_2D, 1): "1.5.0", (B.CONV_2D, 2): "1.14.0", (B.CONV_2D, 3): "1.14.0", (B.CONV_2D, 4): "2.3.0",
+    (B.DEPTHWISE_CONV_2D, 5): "2.3.0", (B.FULLY_CONNECTED, 7): "2.3.0", (B.ADD, 3): "2.4.0",
+    (B.QUANTIZE, 3): "2.7.0",
     (B.DEPTHWISE_CONV_2D, 1): "1.5.0", (B.DEPTHWISE_CONV_2D, 2): "1.12.0", (B.DEPTHWISE_CONV_2D, 3): "1.14.0",
     (B.ADD, 1): "1.5.0", (B.ADD, 2): "1.14.0",
     (B.SUB, 1): "1.6.0", (B.SUB, 2): "1.14.0", (B.SUB, 3): "2.3.0",

@@ -65,6 +65,12 @@ _SHARED_QUANTIZATION = frozenset({
 })  # fmt: skip
 
 
+#: Ops written in TFLite's 16x8 mode when their activations are int16 (see _Writer.is_16x8).
+_INT16_OPS = frozenset({
+    OpKind.CONV_2D, OpKind.DEPTHWISE_CONV_2D, OpKind.FULLY_CONNECTED, OpKind.ADD, OpKind.QUANTIZE,
+})  # fmt: skip
+
+
 class IOType(StrEnum):
     """Element type of the .tflite file's inputs and outputs."""
 
@@ -124,9 +130,10 @@ def activation_range(kind: FusedActivation, q: QParams, qmin: int = -128, qmax: 
 
 
 class _Writer:
-    def __init__(self, program: Program, io_type: IOType):
+    def __init__(self, program: Program, io_type: IOType, int16_io: bool = False):
         self.p = program
         self.io_type = io_type
+        self.int16_io = int16_io
         self.tensors: list[fb.TensorT] = []
         self.index: dict[str, int] = {}
         self.buffers: list[_AlignedBuffer] = [_AlignedBuffer()]  # buffer 0: the empty sentinel
@@ -217,7 +224,8 @@ class _Writer:
     def fused(self, op: Op, act: Activation) -> int:
         """The ActivationFunctionType for ``act``, checked to give exactly the program's clamp in TFLite."""
         out = self.info(op.outputs[0])
-        expected = activation_range(act.kind, out.qparams) if out.qparams is not None else (-128, 127)
+        lo, hi = (-32768, 32767) if out.dtype is DType.INT16 else (-128, 127)
+        expected = activation_range(act.kind, out.qparams, lo, hi) if out.qparams is not None else (lo, hi)
         if (act.min, act.max) != expected:
             raise self.fail(
                 op,
@@ -228,6 +236,8 @@ class _Writer:
         return _ACTIVATION[act.kind]
 
     def check_int8(self, op: Op) -> None:
+        if op.kind in _INT16_OPS and self.is_16x8(op):
+            return
         for name in (*op.inputs[:1], *op.outputs):
             if self.info(name).dtype is DType.INT16:
                 raise self.fail(
@@ -235,6 +245,45 @@ class _Writer:
                     f"tensor '{name}' is int16, which edgeq does not write to .tflite",
                     "quantize with an int8-only scheme (int16_fallback = false)",
                 )
+
+    def is_16x8(self, op: Op) -> bool:
+        """TFLite's 16x8 mode: int16 activations (zero point 0), int8 weights; or QUANTIZE int8 ↔ int16."""
+        ends = [self.info(n) for n in (op.inputs[0], op.outputs[0])]
+        if op.kind is OpKind.QUANTIZE:
+            return {t.dtype for t in ends} == {DType.INT8, DType.INT16}
+        acts = ends + ([self.info(op.inputs[1])] if op.kind is OpKind.ADD else [])
+        if any(t.dtype is not DType.INT16 for t in acts):
+            return False
+        if any(t.qparams is None or set(t.qparams.zero_point) != {0} for t in acts):
+            raise self.fail(
+                op,
+                "an int16 activation has a non-zero zero point",
+                "TFLite's 16x8 kernels need symmetric int16 activations (zero point 0); re-quantize",
+            )
+        return op.kind is OpKind.ADD or self.info(op.inputs[1]).dtype is DType.INT8
+
+    def bias_int64(self, op: Op) -> int:
+        """A 16x8 conv/FC bias, widened to int64 (what TFLite's converter writes: the kernels accumulate in
+        int64 and the int32-bias variant has no reference kernel in older runtimes)."""
+        b = self.info(op.inputs[2])
+        data = np.asarray(b.data, dtype=np.int64)
+        t = fb.TensorT()
+        t.name = self.fresh_name(b.name)
+        t.shape = [int(d) for d in b.shape]
+        t.type = fb.TensorType.INT64
+        t.quantization = _quantization(b.qparams)
+        buf = _AlignedBuffer()
+        buf.data = np.ascontiguousarray(data, dtype=np.dtype("<i8")).tobytes()
+        self.buffers.append(buf)
+        t.buffer = len(self.buffers) - 1
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def weighted_inputs(self, op: Op, first: int) -> list[int]:
+        rest = [self.tensor(n) for n in op.inputs[1:]]
+        if len(op.inputs) > 2 and self.is_16x8(op) and self.info(op.inputs[2]).dtype is DType.INT32:
+            rest[1] = self.bias_int64(op)
+        return [first, *rest]
 
     # ---- per-op translation --------------------------------------------------------------------------------
 
@@ -327,8 +376,7 @@ class _Writer:
                 num_inputs=len(op.inputs),
                 dilated=tuple(o.dilation) != (1, 1),
             )
-            ins = [x, *(self.tensor(n) for n in op.inputs[1:])]
-            self.emit(_BUILTIN[k], sig, ins, outs, opt_type, opt)
+            self.emit(_BUILTIN[k], sig, self.weighted_inputs(op, x), outs, opt_type, opt)
         elif k is OpKind.FULLY_CONNECTED:
             opt = fb.FullyConnectedOptionsT()
             opt.fusedActivationFunction = self.fused(op, o.activation)
@@ -344,7 +392,7 @@ class _Writer:
             self.emit(
                 B.FULLY_CONNECTED,
                 sig,
-                [self.tensor(n) for n in op.inputs],
+                self.weighted_inputs(op, self.tensor(op.inputs[0])),
                 outs,
                 BO.FullyConnectedOptions,
                 opt,
@@ -352,6 +400,10 @@ class _Writer:
         elif k in (OpKind.ADD, OpKind.SUB):
             opt = fb.AddOptionsT() if k is OpKind.ADD else fb.SubOptionsT()
             opt.fusedActivationFunction = self.fused(op, o.activation)
+            if self.info(op.inputs[0]).dtype is DType.INT16:
+                # The schema's default (true) selects the power-of-two-scale int16 kernel; edgeq's scales
+                # are general, for the kernel with left_shift 15.
+                opt.potScaleInt16 = False
             shapes = [self.info(n).shape for n in op.inputs]
             sig = self.sig(_BUILTIN[k], op, broadcast=shapes[0] != shapes[1])
             self.emit(
@@ -522,6 +574,7 @@ class _Writer:
         ins, sig_in = [], []
         for name in self.p.inputs:
             t = self.info(name)
+            self.check_io(name, t)
             if self.io_type is IOType.FLOAT32 and t.dtype is not DType.FLOAT32:
                 fi = self.add_tensor(TensorInfo(self.fresh_name(f"{name}/float"), t.shape, DType.FLOAT32))
                 sig = Signature(B.QUANTIZE, fb.TensorType.FLOAT32, _TENSOR_TYPE[t.dtype], rank=len(t.shape))
@@ -539,6 +592,7 @@ class _Writer:
         outs, sig_out = [], []
         for name in self.p.outputs:
             t = self.info(name)
+            self.check_io(name, t)
             if self.io_type is IOType.FLOAT32 and t.dtype is not DType.FLOAT32:
                 fi = self.add_tensor(TensorInfo(self.fresh_name(f"{name}/float"), t.shape, DType.FLOAT32))
                 sig = Signature(B.DEQUANTIZE, _TENSOR_TYPE[t.dtype], fb.TensorType.FLOAT32, rank=len(t.shape))
@@ -555,6 +609,14 @@ class _Writer:
                 outs.append(self.tensor(name))
             sig_out.append((self.signature_name(name), outs[-1]))
         return outs, sig_out
+
+    def check_io(self, name: str, t: TensorInfo) -> None:
+        if t.dtype is DType.INT16 and not self.int16_io:
+            raise UnsupportedError(
+                f"program input/output: tensor '{name}' is int16, which edgeq does not write as a .tflite "
+                "input or output (they are int8 or float32); convert it inside the program with a QUANTIZE "
+                "int16 → int8 (16x8 layers do), or pass int16_io=True"
+            )
 
     def signature_name(self, tensor: str) -> str:
         b = self.p.binding(tensor)
@@ -646,7 +708,11 @@ def _metadata_json(program: Program, metadata: Mapping[str, Any] | None, io_type
 
 
 def write_tflite(
-    program: Program, *, io_type: IOType | str = IOType.INT8, metadata: Mapping[str, Any] | None = None
+    program: Program,
+    *,
+    io_type: IOType | str = IOType.INT8,
+    metadata: Mapping[str, Any] | None = None,
+    int16_io: bool = False,
 ) -> bytes:
     """A full-integer TFLite flatbuffer for ``program``; identical inputs give identical bytes.
 
@@ -654,6 +720,8 @@ def write_tflite(
     ``float32`` adds QUANTIZE in front of each input and DEQUANTIZE after each output (in the program's
     layout, NHWC). ``metadata``: JSON-serialisable values stored in the file's ``edgeq`` metadata entry next
     to edgeq's own description of the inputs and outputs (e.g. ``preprocess``, ``labels``).
+    ``int16_io``: let int16 program tensors (TFLite's 16x8 mode) be the model's inputs and outputs as they
+    are (to test a 16x8 op over the whole int16 range); by default that is an error.
 
     Raises :class:`UnsupportedError` naming the node and operator for anything TFLite cannot express.
     """
@@ -664,4 +732,4 @@ def write_tflite(
             f"io_type '{io_type}' is not one of: {', '.join(t.value for t in IOType)}"
         ) from None
     program.validate()
-    return _Writer(program, io).build(metadata)
+    return _Writer(program, io, int16_io=int16_io).build(metadata)
