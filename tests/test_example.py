@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,6 @@ FILES = ("digits_cnn.onnx", "calibration.npz", "test.npz", "model.json")
 # README.md reports 1.4-1.7x (medians on a loaded 2-core machine). The bar here is lower so that a busy CI
 # runner does not fail it; what it catches is structural: a layer left in float, a lost fusion, a model too
 # small for int8 kernels to win (the 1.7 K-parameter predecessor ran at 0.62x).
-MIN_SPEEDUP = 1.2
 
 
 @pytest.fixture(scope="module")
@@ -163,25 +161,20 @@ def test_int8_is_within_one_point_of_float_on_cpu_x86(cpu_x86, meta):
     assert 100 * (logits.float_correct - logits.quant_correct) / logits.samples <= 1.0
 
 
-def test_int8_is_faster_than_float_on_cpu_x86(cpu_x86):
-    """onnxruntime, one thread, batch 1, timed as validate times it (the two sessions alternate run by run);
-    the median of 9 rounds' speed-ups, so that a burst of load on a shared machine does not decide it."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip(f"the cpu-x86 profile's speed is an x86-64 property; this is {platform.machine()}")
-    from edgeq.validate.latency import time_pair
+def test_int8_runs_fully_fused_on_cpu_x86(cpu_x86, tmp_path):
+    """Why the int8 model is faster than float (benchmarks/latency.py measures by how much: speed is a
+    benchmark, not a timed test): onnxruntime fuses every Conv and Gemm into an int8 kernel, no float conv
+    or matmul is left, and Q/DQ remain only at the model's edges."""
+    import onnxruntime as ort
 
-    sessions = (onnxutil.ort_session(cpu_x86.float_path), onnxutil.ort_session(cpu_x86.int8_path))
-    with np.load(EXAMPLE / "test.npz", allow_pickle=False) as data:
-        images = data["input"]
-    rounds = [time_pair(sessions, {"input": images[i : i + 1]}, runs=100) for i in range(9)]
-    float_ms = [f.median_ms for f, _ in rounds]
-    int8_ms = [q.median_ms for _, q in rounds]
-    speedup = float(np.median(np.divide(float_ms, int8_ms)))
-    print(
-        f"\ndigits on cpu-x86, 1 thread: float {1e3 * np.median(float_ms):.1f} us, "
-        f"int8 {1e3 * np.median(int8_ms):.1f} us, speed-up {speedup:.2f}x (median of 9 rounds x 100 runs)"
-    )
-    assert speedup >= MIN_SPEEDUP
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(cpu_x86.int8_path), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "Conv" not in ops and "Gemm" not in ops and "MatMul" not in ops, ops
+    assert ops.count("QLinearConv") == 6, ops
+    assert ops.count("QuantizeLinear") == 1 and ops.count("DequantizeLinear") <= 1, ops
 
 
 @pytest.mark.slow
