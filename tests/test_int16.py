@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is needed to run .tflite files")
 
 from ai_edge_litert import schema_py_generated as fb
-from test_tflite_util import Prog, f32, litert
+from test_tflite_util import Prog, compare_with_litert, f32, litert
 
 from edgeq.backends.tflite import write_tflite
 from edgeq.backends.tflite.writer import activation_range
@@ -50,21 +50,9 @@ def feed(rng: np.random.Generator, t: P.TensorInfo) -> np.ndarray:
 
 
 def check(program: P.Program, rng: np.random.Generator, key: str) -> None:
-    it = litert(write_tflite(program, int16_io=True))
-    for _ in range(TRIALS):
-        feeds = {n: feed(rng, program.tensors[n]) for n in program.inputs}
-        want = run(program, feeds)[program.outputs[0]]
-        for detail, name in zip(it.get_input_details(), program.inputs, strict=True):
-            it.set_tensor(detail["index"], feeds[name])
-        it.invoke()
-        got = it.get_tensor(it.get_output_details()[0]["index"])
-        assert got.shape == want.shape and got.dtype == want.dtype
-        diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
-        s = STATS[key]
-        s[0] += diff.size
-        s[1] += int((diff == 0).sum())
-        s[2] = max(s[2], int(diff.max()))
-        assert diff.max() == 0, f"{key}: LiteRT and the reference differ by up to {diff.max()} LSB"
+    feeds = [{n: feed(rng, program.tensors[n]) for n in program.inputs} for _ in range(TRIALS)]
+    tflite = write_tflite(program, int16_io=True)
+    compare_with_litert(tflite, program, feeds, STATS[key], max_lsb=0, key=key)
 
 
 def conv_out(size: int, k: int, s: int, d: int, before: int, after: int) -> int:

@@ -16,13 +16,12 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="LiteRT (pip install ai-edge-litert) runs the .tflite files")
 
 
-from test_tflite_util import Prog, f32, litert
+from test_tflite_util import Prog, compare_with_litert, f32
 
 from edgeq.backends.tflite import describe, write_tflite
 from edgeq.backends.tflite.padding import same_padding
 from edgeq.lower import options as O
 from edgeq.lower import program as P
-from edgeq.lower.reference import run
 
 SEEDS = range(6)
 TRIALS = 3  # random inputs per case
@@ -31,21 +30,11 @@ STATS: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # op → [elements
 
 def check(program: P.Program, rng: np.random.Generator, key: str) -> None:
     """Run ``program`` in LiteRT and in the reference on TRIALS random inputs; accumulate STATS[key]."""
-    it = litert(write_tflite(program))
-    for _ in range(TRIALS):
-        feeds = {n: rng.integers(-128, 128, program.tensors[n].shape).astype(np.int8) for n in program.inputs}
-        want = run(program, feeds)[program.outputs[0]]
-        for detail, name in zip(it.get_input_details(), program.inputs, strict=True):
-            it.set_tensor(detail["index"], feeds[name])
-        it.invoke()
-        got = it.get_tensor(it.get_output_details()[0]["index"])
-        assert got.shape == want.shape and got.dtype == want.dtype
-        diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
-        s = STATS[key]
-        s[0] += diff.size
-        s[1] += int((diff == 0).sum())
-        s[2] = max(s[2], int(diff.max()))
-        assert diff.max() <= 1, f"{key}: LiteRT and the reference differ by {diff.max()} LSB"
+    feeds = [
+        {n: rng.integers(-128, 128, program.tensors[n].shape).astype(np.int8) for n in program.inputs}
+        for _ in range(TRIALS)
+    ]
+    compare_with_litert(write_tflite(program), program, feeds, STATS[key], max_lsb=1, key=key)
 
 
 def conv_out(size: int, k: int, s: int, d: int, before: int, after: int) -> int:

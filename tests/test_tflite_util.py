@@ -147,3 +147,31 @@ def litert(data: bytes, *, reference: bool = True):
     it = Interpreter(model_content=data, experimental_op_resolver_type=resolver)
     it.allocate_tensors()
     return it
+
+
+def compare_with_litert(
+    tflite: bytes,
+    program: P.Program,
+    feeds: list[dict[str, np.ndarray]],
+    stats: list[int],
+    *,
+    max_lsb: int,
+    key: str,
+) -> None:
+    """Run ``tflite`` in LiteRT's reference kernels and ``program`` in edgeq's reference interpreter on each
+    feed; accumulate ``stats`` = [elements, exact, max |diff|] and fail beyond ``max_lsb``."""
+    from edgeq.lower.reference import run
+
+    it = litert(tflite)
+    for fd in feeds:
+        want = run(program, fd)[program.outputs[0]]
+        for detail, name in zip(it.get_input_details(), program.inputs, strict=True):
+            it.set_tensor(detail["index"], fd[name])
+        it.invoke()
+        got = it.get_tensor(it.get_output_details()[0]["index"])
+        assert got.shape == want.shape and got.dtype == want.dtype
+        diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+        stats[0] += diff.size
+        stats[1] += int((diff == 0).sum())
+        stats[2] = max(stats[2], int(diff.max()))
+        assert diff.max() <= max_lsb, f"{key}: LiteRT and the reference differ by up to {diff.max()} LSB"

@@ -56,102 +56,52 @@ def _is16(env: _Env, op: Op) -> bool:
     return env.info(op.inputs[0]).dtype is DType.INT16
 
 
+def _requant_args(o) -> dict:
+    """The output rescale and clamp every weighted kernel takes, int8 or 16x8 alike."""
+    return {
+        "multiplier": np.asarray(o.requant.multiplier),
+        "shift": np.asarray(o.requant.shift),
+        "act_min": o.activation.min,
+        "act_max": o.activation.max,
+    }
+
+
+def _zero_points(env: _Env, op: Op, **names: int) -> dict:
+    """``{keyword: zero point of op's tensor at that index}``; -1 is the output. 16x8 kernels take none: their
+    int16 activations are symmetric."""
+    if _is16(env, op):
+        return {}
+    return {k: _zp(env.info(op.outputs[0] if i < 0 else op.inputs[i])) for k, i in names.items()}
+
+
 def _conv(env: _Env, op: Op) -> np.ndarray:
     o = op.options
     x, w, b = (env.get(n) for n in op.inputs[:3])
-    xi, yi = env.info(op.inputs[0]), env.info(op.outputs[0])
-    if _is16(env, op):
-        return K16.conv2d_16x8(
-            x,
-            w,
-            b,
-            stride=o.stride,
-            dilation=o.dilation,
-            padding=o.padding,
-            multiplier=o.requant.multiplier,
-            shift=o.requant.shift,
-            act_min=o.activation.min,
-            act_max=o.activation.max,
-        )
-    return K.conv2d(
-        x,
-        w,
-        b,
-        in_zp=_zp(xi),
-        out_zp=_zp(yi),
-        stride=o.stride,
-        dilation=o.dilation,
-        padding=o.padding,
-        multiplier=o.requant.multiplier,
-        shift=o.requant.shift,
-        act_min=o.activation.min,
-        act_max=o.activation.max,
-    )
+    kernel = K16.conv2d_16x8 if _is16(env, op) else K.conv2d
+    return kernel(
+        x, w, b, stride=o.stride, dilation=o.dilation, padding=o.padding, **_requant_args(o),
+        **_zero_points(env, op, in_zp=0, out_zp=-1),
+    )  # fmt: skip
 
 
 def _depthwise(env: _Env, op: Op) -> np.ndarray:
     o = op.options
     x, w, b = (env.get(n) for n in op.inputs[:3])
-    xi, yi = env.info(op.inputs[0]), env.info(op.outputs[0])
-    if _is16(env, op):
-        return K16.depthwise_conv2d_16x8(
-            x,
-            w,
-            b,
-            stride=o.stride,
-            dilation=o.dilation,
-            padding=o.padding,
-            depth_multiplier=o.depth_multiplier,
-            multiplier=o.requant.multiplier,
-            shift=o.requant.shift,
-            act_min=o.activation.min,
-            act_max=o.activation.max,
-        )
-    return K.depthwise_conv2d(
-        x,
-        w,
-        b,
-        in_zp=_zp(xi),
-        out_zp=_zp(yi),
-        stride=o.stride,
-        dilation=o.dilation,
-        padding=o.padding,
-        depth_multiplier=o.depth_multiplier,
-        multiplier=np.asarray(o.requant.multiplier),
-        shift=np.asarray(o.requant.shift),
-        act_min=o.activation.min,
-        act_max=o.activation.max,
-    )
+    kernel = K16.depthwise_conv2d_16x8 if _is16(env, op) else K.depthwise_conv2d
+    return kernel(
+        x, w, b, stride=o.stride, dilation=o.dilation, padding=o.padding, depth_multiplier=o.depth_multiplier,
+        **_requant_args(o), **_zero_points(env, op, in_zp=0, out_zp=-1),
+    )  # fmt: skip
 
 
 def _fc(env: _Env, op: Op) -> np.ndarray:
-    o = op.options
     x, w, b = (env.get(n) for n in op.inputs[:3])
-    wi = env.info(op.inputs[1])
-    if _is16(env, op):
-        return K16.fully_connected_16x8(
-            x,
-            w,
-            b,
-            multiplier=o.requant.multiplier,
-            shift=o.requant.shift,
-            act_min=o.activation.min,
-            act_max=o.activation.max,
-            effective_scale=_fc_scales(env, op) if env.fc_rescale is FcRescale.DOUBLE else None,
-        )
-    return K.fully_connected(
-        x,
-        w,
-        b,
-        in_zp=_zp(env.info(op.inputs[0])),
-        w_zp=_zp(wi),
-        out_zp=_zp(env.info(op.outputs[0])),
-        multiplier=o.requant.multiplier,
-        shift=o.requant.shift,
-        act_min=o.activation.min,
-        act_max=o.activation.max,
-        effective_scale=_fc_scales(env, op) if env.fc_rescale is FcRescale.DOUBLE else None,
-    )
+    kernel = K16.fully_connected_16x8 if _is16(env, op) else K.fully_connected
+    scales = _fc_scales(env, op) if env.fc_rescale is FcRescale.DOUBLE else None
+    return kernel(
+        x, w, b, effective_scale=scales, **_requant_args(op.options),
+        **_zero_points(env, op, in_zp=0, w_zp=1, out_zp=-1),
+    )  # fmt: skip
 
 
 def _fc_scales(env: _Env, op: Op) -> tuple[float, ...]:
@@ -164,31 +114,22 @@ def _fc_scales(env: _Env, op: Op) -> tuple[float, ...]:
 def _add(env: _Env, op: Op) -> np.ndarray:
     o = op.options
     a, b = env.get(op.inputs[0]), env.get(op.inputs[1])
+    args = {
+        "left_shift": o.left_shift,
+        "m1": (o.input1.multiplier[0], o.input1.shift[0]),
+        "m2": (o.input2.multiplier[0], o.input2.shift[0]),
+        "mo": (o.output.multiplier[0], o.output.shift[0]),
+        "act_min": o.activation.min,
+        "act_max": o.activation.max,
+    }
     if _is16(env, op) and op.kind is OpKind.ADD:
-        return K16.add_16(
-            a,
-            b,
-            left_shift=o.left_shift,
-            m1=(o.input1.multiplier[0], o.input1.shift[0]),
-            m2=(o.input2.multiplier[0], o.input2.shift[0]),
-            mo=(o.output.multiplier[0], o.output.shift[0]),
-            act_min=o.activation.min,
-            act_max=o.activation.max,
-        )
-    return K.add(
-        a,
-        b,
-        zp1=_zp(env.info(op.inputs[0])),
-        zp2=_zp(env.info(op.inputs[1])),
-        out_zp=_zp(env.info(op.outputs[0])),
-        left_shift=o.left_shift,
-        m1=(o.input1.multiplier[0], o.input1.shift[0]),
-        m2=(o.input2.multiplier[0], o.input2.shift[0]),
-        mo=(o.output.multiplier[0], o.output.shift[0]),
-        act_min=o.activation.min,
-        act_max=o.activation.max,
-        subtract=op.kind is OpKind.SUB,
-    )
+        return K16.add_16(a, b, **args)
+    zps = {
+        "zp1": _zp(env.info(op.inputs[0])),
+        "zp2": _zp(env.info(op.inputs[1])),
+        "out_zp": _zp(env.info(op.outputs[0])),
+    }
+    return K.add(a, b, **args, **zps, subtract=op.kind is OpKind.SUB)
 
 
 def _mul(env: _Env, op: Op) -> np.ndarray:

@@ -513,16 +513,7 @@ class _Emitter:
                     out_c=oc,
                     k_h=kh,
                     k_w=kw,
-                    stride_h=o.stride[0],
-                    stride_w=o.stride[1],
-                    dil_h=o.dilation[0],
-                    dil_w=o.dilation[1],
-                    pad_top=o.padding[0],
-                    pad_left=o.padding[1],
-                    input_offset=-_zp(x),
-                    output_offset=_zp(y),
-                    act_min=o.activation.min,
-                    act_max=o.activation.max,
+                    **_window_params(o, x, y),
                     fast_requant=_fast_requant(o.requant, w.data.reshape(oc, -1), self._bias(op, oc)),
                 ),
             )
@@ -541,6 +532,7 @@ class _Emitter:
             _, kh, kw, cm = w.shape
             _, oh, ow, _ = y.shape
             mn, sn = self._requant_arrays(o.requant, cm, i)
+            bias = self._bias(op, cm)
             prm = self._param_block(
                 "edgeq_dw_params",
                 i,
@@ -555,20 +547,10 @@ class _Emitter:
                     depth_multiplier=o.depth_multiplier,
                     k_h=kh,
                     k_w=kw,
-                    stride_h=o.stride[0],
-                    stride_w=o.stride[1],
-                    dil_h=o.dilation[0],
-                    dil_w=o.dilation[1],
-                    pad_top=o.padding[0],
-                    pad_left=o.padding[1],
-                    input_offset=-_zp(x),
-                    output_offset=_zp(y),
-                    act_min=o.activation.min,
-                    act_max=o.activation.max,
-                    fast_requant=_fast_requant(o.requant, w.data.reshape(-1, cm).T, self._bias(op, cm)),
+                    **_window_params(o, x, y),
+                    fast_requant=_fast_requant(o.requant, w.data.reshape(-1, cm).T, bias),
                 ),
             )
-            bias = self._bias(op, cm)
             fast = (
                 (kh, kw) == (3, 3) and tuple(o.dilation) == (1, 1) and o.depth_multiplier == 1 and c % 4 == 0
             )
@@ -1067,6 +1049,23 @@ def _fc_effective_scales(x: TensorInfo, w: TensorInfo, y: TensorInfo, channels: 
     from edgeq.lower.options import effective_scales
 
     return effective_scales(x.qparams, w.qparams, y.qparams, channels)
+
+
+def _window_params(o, x, y) -> dict[str, int]:
+    """Stride, dilation, padding, zero-point offsets and clamp: the fields conv and depthwise parameter blocks
+    share, in their C structs' order."""
+    return {
+        "stride_h": o.stride[0],
+        "stride_w": o.stride[1],
+        "dil_h": o.dilation[0],
+        "dil_w": o.dilation[1],
+        "pad_top": o.padding[0],
+        "pad_left": o.padding[1],
+        "input_offset": -_zp(x),
+        "output_offset": _zp(y),
+        "act_min": o.activation.min,
+        "act_max": o.activation.max,
+    }
 
 
 def _fast_requant(r, weights: np.ndarray, bias: np.ndarray) -> int:
